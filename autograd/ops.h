@@ -1,0 +1,59 @@
+// The differentiable ops. Each computes its result and, when an input requires
+// grad and recording is on, records its backward on the tape (tensor.h).
+// Layouts: images are NCHW; conv weights are (OC, C/groups, KH, KW);
+// linear weights are (OUT, IN) as in PyTorch. An undefined Tensor() means
+// "no bias". Shapes are checked; a mismatch throws std::invalid_argument
+// naming the op and both shapes.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace qf {
+
+// x (N, IN), w (OUT, IN), b (OUT) or undefined -> (N, OUT)
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+struct Conv2dParams {
+    int stride = 1;
+    int padding = 0;
+    int groups = 1;
+};
+// x (N, C, H, W), w (OC, C/groups, KH, KW), b (OC) or undefined
+// -> (N, OC, (H + 2p - KH)/s + 1, (W + 2p - KW)/s + 1)
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dParams p);
+
+// x (N, C, H, W) or (N, C); gamma, beta, running_mean, running_var (C).
+// training: normalize with the batch mean and biased variance, and update the
+// running statistics in place (running = (1-momentum)*running + momentum*batch,
+// the unbiased variance, as PyTorch). eval: normalize with the running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                  Tensor& running_mean, Tensor& running_var, bool training, float momentum,
+                  float eps);
+
+Tensor relu(const Tensor& x);
+Tensor relu6(const Tensor& x);
+
+// x (N, C, H, W); padding counts as -inf for max, as zeros (included in the
+// divisor, PyTorch's count_include_pad=True) for average.
+Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding = 0);
+Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int padding = 0);
+// x (N, C, H, W) -> (N, C)
+Tensor global_avg_pool(const Tensor& x);
+
+// a, b of the same shape
+Tensor add(const Tensor& a, const Tensor& b);
+// xs (N, Ci, H, W) -> (N, sum Ci, H, W)
+Tensor concat_channels(const std::vector<Tensor>& xs);
+// Same values in a new shape (numel must match).
+Tensor reshape(const Tensor& x, const Shape& shape);
+// (N, ...) -> (N, prod ...)
+Tensor flatten(const Tensor& x);
+
+// logits (N, K), labels in [0, K) -> mean over the batch of softmax cross-entropy,
+// with the target (1 - eps) on the label and eps / K spread on every class.
+Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& labels,
+                     float label_smoothing = 0.0f);
+
+}  // namespace qf

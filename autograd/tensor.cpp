@@ -1,0 +1,118 @@
+#include "autograd/tensor.h"
+
+#include <stdexcept>
+
+namespace qf {
+
+int64_t shape_numel(const Shape& s) {
+    int64_t n = 1;
+    for (int64_t d : s) {
+        if (d < 0) throw std::invalid_argument("negative dimension in shape " + shape_str(s));
+        n *= d;
+    }
+    return n;
+}
+
+std::string shape_str(const Shape& s) {
+    std::string r = "(";
+    for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + ")";
+}
+
+Tensor Tensor::zeros(const Shape& shape) { return full(shape, 0.0f); }
+
+Tensor Tensor::full(const Shape& shape, float v) {
+    Tensor t;
+    t.s_ = std::make_shared<TensorStorage>();
+    t.s_->shape = shape;
+    t.s_->value.assign(shape_numel(shape), v);
+    return t;
+}
+
+Tensor Tensor::from(const Shape& shape, std::vector<float> values) {
+    if ((int64_t)values.size() != shape_numel(shape))
+        throw std::invalid_argument("Tensor::from: " + std::to_string(values.size()) +
+                                    " values for shape " + shape_str(shape));
+    Tensor t;
+    t.s_ = std::make_shared<TensorStorage>();
+    t.s_->shape = shape;
+    t.s_->value = std::move(values);
+    return t;
+}
+
+Tensor Tensor::randn(const Shape& shape, std::mt19937& rng, float stddev) {
+    Tensor t = zeros(shape);
+    std::normal_distribution<float> dist(0.0f, stddev);
+    for (float& v : t.s_->value) v = dist(rng);
+    return t;
+}
+
+Tensor Tensor::uniform(const Shape& shape, std::mt19937& rng, float lo, float hi) {
+    Tensor t = zeros(shape);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    for (float& v : t.s_->value) v = dist(rng);
+    return t;
+}
+
+float Tensor::item() const {
+    if (numel() != 1) throw std::invalid_argument("item() on a tensor of shape " + shape_str(shape()));
+    return s_->value[0];
+}
+
+float* Tensor::grad() {
+    if (s_->grad.empty()) s_->grad.assign(s_->value.size(), 0.0f);
+    return s_->grad.data();
+}
+
+Tensor Tensor::clone() const { return from(shape(), values()); }
+
+// ---- the tape ---------------------------------------------------------------
+
+namespace {
+struct TapeEntry {
+    const char* op;
+    Tensor out;
+    std::function<void()> fn;
+};
+thread_local std::vector<TapeEntry> g_tape;
+thread_local bool g_grad_enabled = true;
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+NoGrad::NoGrad() : previous(g_grad_enabled) { g_grad_enabled = false; }
+NoGrad::~NoGrad() { g_grad_enabled = previous; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+    if (!g_grad_enabled) return false;
+    for (const Tensor* t : inputs)
+        if (t && t->defined() && t->requires_grad()) return true;
+    return false;
+}
+
+void record(const char* op, Tensor out, std::function<void()> fn) {
+    out.set_requires_grad(true);
+    g_tape.push_back({op, std::move(out), std::move(fn)});
+}
+
+void backward(Tensor loss) {
+    if (!loss.defined() || loss.numel() != 1)
+        throw std::invalid_argument("backward: the loss must hold exactly one element");
+    if (!loss.requires_grad())
+        throw std::logic_error("backward: the loss does not depend on any tensor that requires grad");
+    loss.grad()[0] += 1.0f;
+    // Newest first: every consumer of a tensor ran before its producer.
+    for (size_t i = g_tape.size(); i-- > 0;) {
+        TapeEntry& e = g_tape[i];
+        if (e.out.has_grad()) {
+            e.fn();
+            // Nobody reads an intermediate's gradient after its producer ran.
+            if (!e.out.same(loss)) std::vector<float>().swap(e.out.storage()->grad);
+        }
+    }
+    clear_tape();
+}
+
+void clear_tape() { g_tape.clear(); }
+size_t tape_size() { return g_tape.size(); }
+
+}  // namespace qf
