@@ -97,9 +97,17 @@ void record(const char* op, Tensor out, std::function<void()> fn) {
 void backward(Tensor loss) {
     if (!loss.defined() || loss.numel() != 1)
         throw std::invalid_argument("backward: the loss must hold exactly one element");
+    backward(loss, {1.0f});
+}
+
+void backward(Tensor loss, const std::vector<float>& dout) {
     if (!loss.requires_grad())
-        throw std::logic_error("backward: the loss does not depend on any tensor that requires grad");
-    loss.grad()[0] += 1.0f;
+        throw std::logic_error("backward: the result does not depend on any tensor that requires grad");
+    if ((int64_t)dout.size() != loss.numel())
+        throw std::invalid_argument("backward: d(out) has " + std::to_string(dout.size()) +
+                                    " values for " + std::to_string(loss.numel()) + " elements");
+    float* g = loss.grad();
+    for (size_t i = 0; i < dout.size(); i++) g[i] += dout[i];
     // Newest first: every consumer of a tensor ran before its producer.
     for (size_t i = g_tape.size(); i-- > 0;) {
         TapeEntry& e = g_tape[i];

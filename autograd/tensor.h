@@ -94,6 +94,8 @@ void record(const char* op, Tensor out, std::function<void()> fn);
 // Seeds d(loss)/d(loss) = 1 and runs the recorded backwards newest first,
 // then clears the tape. `loss` must hold one element.
 void backward(Tensor loss);
+// The same from a non-scalar result with a given d(out) (gradient checks).
+void backward(Tensor out, const std::vector<float>& dout);
 
 // Forgets everything recorded (e.g. after a forward that needs no backward).
 void clear_tape();
