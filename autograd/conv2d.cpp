@@ -1,0 +1,360 @@
+// conv2d: forward and backward side by side.
+//
+// Letters used throughout: N batch, C input channels, H W input size,
+// OC output channels, KH KW kernel size, OH OW output size, G groups,
+// Cg = C/G and OCg = OC/G channels per group, K = Cg*KH*KW the length of one
+// output pixel's receptive field, P = OH*OW pixels per output plane.
+//
+// Three paths:
+// - general: im2col turns one image's receptive fields into a (C*KH*KW, P)
+//   matrix, and each group is one GEMM  out_g (OCg, P) = w_g (OCg, K) @ col_g (K, P).
+// - 1x1, stride 1, no padding: the image itself already is that matrix.
+// - depthwise (G == C == OC): one KHxKW filter per plane, a direct loop.
+//
+// Parallelism: the reference models run 28x28 and smaller images at batch
+// 128 on 2 cores, where one image's GEMM is too small to split well. So
+// OpenMP splits the batch and every thread runs single-threaded GEMMs on its
+// own scratch; dW is accumulated per thread, then summed. With fewer images
+// than threads (inference at batch 1) the batch runs serially and BLIS
+// splits each GEMM instead.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "autograd/gemm.h"
+#include "autograd/ops.h"
+
+namespace qf {
+
+namespace {
+
+struct ConvDims {
+    int64_t N, C, H, W, OC, KH, KW, OH, OW, G, stride, pad;
+    int64_t Cg() const { return C / G; }
+    int64_t OCg() const { return OC / G; }
+    int64_t K() const { return Cg() * KH * KW; }
+    int64_t P() const { return OH * OW; }
+    bool pointwise() const { return KH == 1 && KW == 1 && stride == 1 && pad == 0; }
+    bool depthwise() const { return G == C && OC == C; }
+};
+
+// The first and one-past-last output column ow whose input column
+// ow*stride - pad + kw falls inside [0, W).
+inline void valid_range(int64_t OW, int64_t W, int64_t stride, int64_t pad, int64_t kw,
+                        int64_t& lo, int64_t& hi) {
+    const int64_t first = pad - kw;  // need ow*stride >= first
+    lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+    const int64_t last = W - 1 + pad - kw;  // need ow*stride <= last
+    hi = last < 0 ? 0 : std::min(OW, last / stride + 1);
+    lo = std::min(lo, hi);
+}
+
+// x (C, H, W) of one image -> col (C*KH*KW, OH*OW); padding reads as zero.
+void im2col(const float* x, float* col, const ConvDims& d) {
+    const int64_t P = d.P();
+    for (int64_t c = 0; c < d.C; c++)
+        for (int64_t kh = 0; kh < d.KH; kh++)
+            for (int64_t kw = 0; kw < d.KW; kw++) {
+                float* row = col + ((c * d.KH + kh) * d.KW + kw) * P;
+                int64_t lo, hi;
+                valid_range(d.OW, d.W, d.stride, d.pad, kw, lo, hi);
+                for (int64_t oh = 0; oh < d.OH; oh++) {
+                    float* dst = row + oh * d.OW;
+                    const int64_t ih = oh * d.stride - d.pad + kh;
+                    if (ih < 0 || ih >= d.H) {
+                        std::memset(dst, 0, d.OW * sizeof(float));
+                        continue;
+                    }
+                    const float* src = x + (c * d.H + ih) * d.W - d.pad + kw;
+                    for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                    if (d.stride == 1)
+                        std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * d.stride];
+                    for (int64_t ow = hi; ow < d.OW; ow++) dst[ow] = 0.0f;
+                }
+            }
+}
+
+// The adjoint of im2col: dx (C, H, W) += the columns of dcol (C*KH*KW, OH*OW)
+// added back where they were read from.
+void col2im_add(const float* dcol, float* dx, const ConvDims& d) {
+    const int64_t P = d.P();
+    for (int64_t c = 0; c < d.C; c++)
+        for (int64_t kh = 0; kh < d.KH; kh++)
+            for (int64_t kw = 0; kw < d.KW; kw++) {
+                const float* row = dcol + ((c * d.KH + kh) * d.KW + kw) * P;
+                int64_t lo, hi;
+                valid_range(d.OW, d.W, d.stride, d.pad, kw, lo, hi);
+                for (int64_t oh = 0; oh < d.OH; oh++) {
+                    const int64_t ih = oh * d.stride - d.pad + kh;
+                    if (ih < 0 || ih >= d.H) continue;
+                    const float* src = row + oh * d.OW;
+                    float* dst = dx + (c * d.H + ih) * d.W - d.pad + kw;
+                    for (int64_t ow = lo; ow < hi; ow++) dst[ow * d.stride] += src[ow];
+                }
+            }
+}
+
+// Per-thread scratch, grown as needed and kept between calls.
+float* scratch_col(size_t n) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < n) buf.resize(n);
+    return buf.data();
+}
+float* scratch_dcol(size_t n) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < n) buf.resize(n);
+    return buf.data();
+}
+// Per-thread partial weight gradients, owned by the calling thread.
+float* scratch_dw(size_t n) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < n) buf.resize(n);
+    return buf.data();
+}
+
+// ---- general and 1x1 convolution (im2col + GEMM) ----------------------------
+
+// x (N, C, H, W), w (OC, Cg, KH, KW), b (OC) or null -> out (N, OC, OH, OW)
+void conv_gemm_forward(const float* x, const float* w, const float* b, float* out,
+                       const ConvDims& d) {
+    const int64_t P = d.P(), K = d.K(), Cg = d.Cg(), OCg = d.OCg();
+    const int threads = num_threads();
+    const bool split_batch = d.N >= threads && threads > 1;
+    const int gemm_threads = split_batch ? 1 : 0;
+#pragma omp parallel for schedule(static) if (split_batch)
+    for (int64_t n = 0; n < d.N; n++) {
+        const float* xn = x + n * d.C * d.H * d.W;
+        float* on = out + n * d.OC * P;
+        const float* col = xn;  // 1x1: the image is the column matrix
+        if (!d.pointwise()) {
+            float* buf = scratch_col(d.C * d.KH * d.KW * P);
+            im2col(xn, buf, d);
+            col = buf;
+        }
+        for (int64_t oc = 0; oc < d.OC; oc++) {
+            float* o = on + oc * P;
+            const float bias = b ? b[oc] : 0.0f;
+            for (int64_t p = 0; p < P; p++) o[p] = bias;
+        }
+        for (int64_t g = 0; g < d.G; g++)
+            sgemm(false, false, OCg, P, K, 1.0f, w + g * OCg * K, K, col + g * Cg * d.KH * d.KW * P,
+                  P, 1.0f, on + g * OCg * P, P, gemm_threads);
+    }
+}
+
+// dout (N, OC, OH, OW) -> dx (N, C, H, W) +=, dw (OC, Cg, KH, KW) +=, db (OC) +=;
+// any of dx, dw, db may be null (that input needs no gradient).
+void conv_gemm_backward(const float* x, const float* w, const float* dout, float* dx, float* dw,
+                        float* db, const ConvDims& d) {
+    const int64_t P = d.P(), K = d.K(), OCg = d.OCg();
+    const int64_t CK = d.C * d.KH * d.KW;  // rows of one image's column matrix
+    const int64_t wsize = d.OC * K;
+    const int threads = num_threads();
+    const bool split_batch = d.N >= threads && threads > 1;
+    const int gemm_threads = split_batch ? 1 : 0;
+    const int partials = split_batch ? threads : 1;
+
+    if (db) {
+#pragma omp parallel for schedule(static)
+        for (int64_t oc = 0; oc < d.OC; oc++) {
+            double s = 0;
+            for (int64_t n = 0; n < d.N; n++) {
+                const float* g = dout + (n * d.OC + oc) * P;
+                float sp = 0;
+                for (int64_t p = 0; p < P; p++) sp += g[p];
+                s += sp;
+            }
+            db[oc] += (float)s;
+        }
+    }
+    if (!dx && !dw) return;
+
+    // Every thread accumulates its images' dW into its own slice of this
+    // slab (owned by the calling thread), summed into dw at the end.
+    float* dw_partial = dw ? scratch_dw(partials * wsize) : nullptr;
+    if (dw) std::memset(dw_partial, 0, partials * wsize * sizeof(float));
+
+#pragma omp parallel for schedule(static) if (split_batch)
+    for (int64_t n = 0; n < d.N; n++) {
+        const float* xn = x + n * d.C * d.H * d.W;
+        const float* gn = dout + n * d.OC * P;
+        if (dw) {
+            const float* col = xn;
+            if (!d.pointwise()) {
+                float* buf = scratch_col(CK * P);
+                im2col(xn, buf, d);
+                col = buf;
+            }
+            float* dwt = dw_partial + (split_batch ? omp_get_thread_num() : 0) * wsize;
+            // dw_g (OCg, K) += dout_g (OCg, P) @ col_g^T (P, K)
+            for (int64_t g = 0; g < d.G; g++)
+                sgemm(false, true, OCg, K, P, 1.0f, gn + g * OCg * P, P, col + g * K * P, P, 1.0f,
+                      dwt + g * OCg * K, K, gemm_threads);
+        }
+        if (dx) {
+            float* dxn = dx + n * d.C * d.H * d.W;
+            // dcol_g (K, P) = w_g^T (K, OCg) @ dout_g (OCg, P); 1x1 adds it to dx directly.
+            float* dcol = d.pointwise() ? dxn : scratch_dcol(CK * P);
+            const float beta = d.pointwise() ? 1.0f : 0.0f;
+            for (int64_t g = 0; g < d.G; g++)
+                sgemm(true, false, K, P, OCg, 1.0f, w + g * OCg * K, K, gn + g * OCg * P, P, beta,
+                      dcol + g * K * P, P, gemm_threads);
+            if (!d.pointwise()) col2im_add(dcol, dxn, d);
+        }
+    }
+
+    if (dw) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < wsize; i++) {
+            float s = 0;
+            for (int t = 0; t < partials; t++) s += dw_partial[t * wsize + i];
+            dw[i] += s;
+        }
+    }
+}
+
+// ---- depthwise convolution (direct loops) -----------------------------------
+
+// x (N, C, H, W), w (C, 1, KH, KW), b (C) or null -> out (N, C, OH, OW)
+void conv_depthwise_forward(const float* x, const float* w, const float* b, float* out,
+                            const ConvDims& d) {
+    const int64_t P = d.P();
+#pragma omp parallel for schedule(static)
+    for (int64_t nc = 0; nc < d.N * d.C; nc++) {
+        const int64_t c = nc % d.C;
+        const float* xp = x + nc * d.H * d.W;
+        const float* wc = w + c * d.KH * d.KW;
+        float* op = out + nc * P;
+        const float bias = b ? b[c] : 0.0f;
+        for (int64_t p = 0; p < P; p++) op[p] = bias;
+        for (int64_t kh = 0; kh < d.KH; kh++)
+            for (int64_t kw = 0; kw < d.KW; kw++) {
+                const float wv = wc[kh * d.KW + kw];
+                int64_t lo, hi;
+                valid_range(d.OW, d.W, d.stride, d.pad, kw, lo, hi);
+                for (int64_t oh = 0; oh < d.OH; oh++) {
+                    const int64_t ih = oh * d.stride - d.pad + kh;
+                    if (ih < 0 || ih >= d.H) continue;
+                    const float* src = xp + ih * d.W - d.pad + kw;
+                    float* dst = op + oh * d.OW;
+                    if (d.stride == 1)
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow] += wv * src[ow];
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow] += wv * src[ow * d.stride];
+                }
+            }
+    }
+}
+
+// dout (N, C, OH, OW) -> dx (N, C, H, W) +=, dw (C, 1, KH, KW) +=, db (C) +=.
+// Threads split the channels, so each owns its dw[c] and db[c].
+void conv_depthwise_backward(const float* x, const float* w, const float* dout, float* dx,
+                             float* dw, float* db, const ConvDims& d) {
+    const int64_t P = d.P(), KK = d.KH * d.KW;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < d.C; c++) {
+        const float* wc = w + c * KK;
+        float dwc[64] = {};  // the kernel's taps; KH*KW <= 64 is checked by the caller
+        double dbc = 0;
+        for (int64_t n = 0; n < d.N; n++) {
+            const int64_t nc = n * d.C + c;
+            const float* xp = x + nc * d.H * d.W;
+            const float* gp = dout + nc * P;
+            float* dxp = dx ? dx + nc * d.H * d.W : nullptr;
+            if (db) {
+                float s = 0;
+                for (int64_t p = 0; p < P; p++) s += gp[p];
+                dbc += s;
+            }
+            for (int64_t kh = 0; kh < d.KH; kh++)
+                for (int64_t kw = 0; kw < d.KW; kw++) {
+                    const float wv = wc[kh * d.KW + kw];
+                    int64_t lo, hi;
+                    valid_range(d.OW, d.W, d.stride, d.pad, kw, lo, hi);
+                    float dwv = 0;
+                    for (int64_t oh = 0; oh < d.OH; oh++) {
+                        const int64_t ih = oh * d.stride - d.pad + kh;
+                        if (ih < 0 || ih >= d.H) continue;
+                        const int64_t off = ih * d.W - d.pad + kw;  // input of ow = 0
+                        const float* g = gp + oh * d.OW;
+                        const float* src = xp + off;
+                        const int64_t s = d.stride;
+                        if (dw)
+                            for (int64_t ow = lo; ow < hi; ow++) dwv += g[ow] * src[ow * s];
+                        if (dxp) {
+                            float* dst = dxp + off;
+                            for (int64_t ow = lo; ow < hi; ow++) dst[ow * s] += wv * g[ow];
+                        }
+                    }
+                    dwc[kh * d.KW + kw] += dwv;
+                }
+        }
+        if (dw)
+            for (int64_t k = 0; k < KK; k++) dw[c * KK + k] += dwc[k];
+        if (db) db[c] += (float)dbc;
+    }
+}
+
+[[noreturn]] void conv_error(const std::string& what) {
+    throw std::invalid_argument("conv2d: " + what);
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dParams p) {
+    if (!x.defined() || !w.defined()) conv_error("x and weight must be defined");
+    if (x.ndim() != 4) conv_error("x " + shape_str(x.shape()) + " must be (N, C, H, W)");
+    if (w.ndim() != 4) conv_error("weight " + shape_str(w.shape()) + " must be (OC, C/groups, KH, KW)");
+    if (p.stride < 1 || p.padding < 0 || p.groups < 1)
+        conv_error("stride " + std::to_string(p.stride) + ", padding " + std::to_string(p.padding) +
+                   ", groups " + std::to_string(p.groups) +
+                   ": need stride >= 1, padding >= 0, groups >= 1");
+    ConvDims d;
+    d.N = x.dim(0), d.C = x.dim(1), d.H = x.dim(2), d.W = x.dim(3);
+    d.OC = w.dim(0), d.KH = w.dim(2), d.KW = w.dim(3);
+    d.G = p.groups, d.stride = p.stride, d.pad = p.padding;
+    if (w.dim(1) * d.G != d.C)
+        conv_error("weight " + shape_str(w.shape()) + " expects " + std::to_string(w.dim(1)) +
+                   "*groups=" + std::to_string(w.dim(1) * d.G) + " input channels, got x " +
+                   shape_str(x.shape()));
+    if (d.OC % d.G != 0)
+        conv_error("weight " + shape_str(w.shape()) + " has " + std::to_string(d.OC) +
+                   " output channels, not divisible by groups=" + std::to_string(d.G));
+    if (b.defined() && (b.ndim() != 1 || b.dim(0) != d.OC))
+        conv_error("bias " + shape_str(b.shape()) + " does not match weight " + shape_str(w.shape()));
+    if (d.KH < 1 || d.KW < 1 || d.H + 2 * d.pad < d.KH || d.W + 2 * d.pad < d.KW)
+        conv_error("kernel of weight " + shape_str(w.shape()) + " does not fit x " +
+                   shape_str(x.shape()) + " with padding " + std::to_string(d.pad));
+    d.OH = (d.H + 2 * d.pad - d.KH) / d.stride + 1;
+    d.OW = (d.W + 2 * d.pad - d.KW) / d.stride + 1;
+    const bool depthwise = d.depthwise() && d.KH * d.KW <= 64;
+
+    Tensor out = Tensor::zeros({d.N, d.OC, d.OH, d.OW});
+    const float* bias = b.defined() ? b.data() : nullptr;
+    if (depthwise)
+        conv_depthwise_forward(x.data(), w.data(), bias, out.data(), d);
+    else
+        conv_gemm_forward(x.data(), w.data(), bias, out.data(), d);
+
+    if (needs_grad({&x, &w, &b})) {
+        // x = x: a non-const copy of each handle, whose grad() the backward fills.
+        record("conv2d", out, [x = x, w = w, b = b, out, d, depthwise]() mutable {
+            float* dx = x.requires_grad() ? x.grad() : nullptr;
+            float* dw = w.requires_grad() ? w.grad() : nullptr;
+            float* db = b.defined() && b.requires_grad() ? b.grad() : nullptr;
+            if (depthwise)
+                conv_depthwise_backward(x.data(), w.data(), out.grad(), dx, dw, db, d);
+            else
+                conv_gemm_backward(x.data(), w.data(), out.grad(), dx, dw, db, d);
+        });
+    }
+    return out;
+}
+
+}  // namespace qf
