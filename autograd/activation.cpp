@@ -1,0 +1,62 @@
+// Element-wise activations: relu(x) = max(x, 0), relu6(x) = min(max(x, 0), 6).
+//
+// x and y have any shape; n = numel. The backwards read the output, not the
+// input: y > 0 exactly where x > 0, and 0 < y < 6 exactly where 0 < x < 6,
+// so x need not be kept alive. At the kinks (x = 0, x = 6) the gradient is 0,
+// as PyTorch's.
+#include "autograd/ops.h"
+
+namespace qf {
+
+namespace {
+// Below this many elements a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 15;
+}  // namespace
+
+// x (any shape) -> y (same shape)
+Tensor relu(const Tensor& x) {
+    const int64_t n = x.numel();
+    Tensor out = Tensor::zeros(x.shape());
+    const float* inp = x.data();
+    float* outp = out.data();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) outp[i] = inp[i] < 0.0f ? 0.0f : inp[i];  // NaN stays NaN
+
+    if (needs_grad({&x})) {
+        record("relu", out, [x = x, out, n]() mutable {
+            const float* outp = out.data();
+            const float* dout = out.grad();
+            float* dinp = x.grad();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+            for (int64_t i = 0; i < n; i++) dinp[i] += outp[i] > 0.0f ? dout[i] : 0.0f;
+        });
+    }
+    return out;
+}
+
+// x (any shape) -> y (same shape)
+Tensor relu6(const Tensor& x) {
+    const int64_t n = x.numel();
+    Tensor out = Tensor::zeros(x.shape());
+    const float* inp = x.data();
+    float* outp = out.data();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) {
+        const float v = inp[i] < 0.0f ? 0.0f : inp[i];  // NaN stays NaN
+        outp[i] = v > 6.0f ? 6.0f : v;
+    }
+
+    if (needs_grad({&x})) {
+        record("relu6", out, [x = x, out, n]() mutable {
+            const float* outp = out.data();
+            const float* dout = out.grad();
+            float* dinp = x.grad();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+            for (int64_t i = 0; i < n; i++)
+                dinp[i] += (outp[i] > 0.0f && outp[i] < 6.0f) ? dout[i] : 0.0f;
+        });
+    }
+    return out;
+}
+
+}  // namespace qf
