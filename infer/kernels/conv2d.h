@@ -1,0 +1,58 @@
+// A prepared int8 convolution: construct once per layer (validates the
+// parameters, packs the weights, folds zero points into the bias, splits the
+// multipliers), then run() on any batch. It picks its kernel at prepare time:
+//  - depthwise 3x3 (groups == in_c == out_c): the direct kernel of qs8_dwconv3x3.h;
+//  - 1x1 without padding (any stride, any groups): the GEMM on the input's
+//    pixels as they lie in memory, no copy;
+//  - anything else: the GEMM on im2col rows, gathered kGemmTileM output
+//    pixels at a time into a per-thread buffer (padding filled with the input
+//    zero point), one GEMM per group.
+// run() spreads the output pixels of the whole batch over the OpenMP threads.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "infer/kernels/params.h"
+#include "infer/kernels/qs8_dwconv3x3.h"
+#include "infer/kernels/qs8_gemm.h"
+
+namespace qf::infer {
+
+class Conv2d {
+public:
+    // weights [out_c][kernel_h][kernel_w][in_c / groups]; bias [out_c] or null.
+    // Throws ParamError for invalid parameters.
+    Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias);
+
+    // input [batch][in_h][in_w][in_c] -> output [batch][out_h][out_w][out_c].
+    // use_simd false runs the portable kernels (for tests).
+    void run(int batch, const int8_t* input, int8_t* output, bool use_simd = true) const;
+
+    const Conv2dParams& params() const { return params_; }
+
+private:
+    enum class Kernel { depthwise3x3, gemm_pointwise, gemm_im2col };
+    void run_gemm(int batch, const int8_t* input, int8_t* output, bool use_simd) const;
+
+    Conv2dParams params_;
+    Kernel kernel_;
+    std::vector<PackedGemm> groups_;  // the GEMM kernels: one per group
+    PackedDepthwise3x3 depthwise_;
+};
+
+// A prepared fully connected layer: the GEMM with one row per batch item.
+class FullyConnected {
+public:
+    // weights [out_features][in_features]; bias [out_features] or null.
+    FullyConnected(const FullyConnectedParams& p, const int8_t* weights, const int32_t* bias);
+    // input [batch][in_features] -> output [batch][out_features].
+    void run(int batch, const int8_t* input, int8_t* output, bool use_simd = true) const;
+
+    const FullyConnectedParams& params() const { return params_; }
+
+private:
+    FullyConnectedParams params_;
+    PackedGemm gemm_;
+};
+
+}  // namespace qf::infer

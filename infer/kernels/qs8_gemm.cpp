@@ -1,0 +1,70 @@
+// Packing of the int8 GEMM's weights, and its portable scalar kernel.
+#include "infer/kernels/qs8_gemm.h"
+
+namespace qf::infer {
+
+PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
+                     const std::vector<int32_t>& weight_zero_points, int32_t input_zero_point,
+                     const std::vector<QuantizedMultiplier>& multipliers, OutputRange output) {
+    PackedGemm g;
+    g.n = n;
+    g.k = k;
+    g.k_pairs = (k + 1) / 2;
+    g.n_tiles = (n + kGemmTileN - 1) / kGemmTileN;
+    const int padded_n = g.n_tiles * kGemmTileN;
+    g.weights.assign(size_t(g.n_tiles) * g.k_pairs * kGemmTileN * 2, 0);
+    g.bias.assign(size_t(padded_n), 0);
+    for (int col = 0; col < n; ++col) {
+        const int32_t zw = per_channel(weight_zero_points, col);
+        const int8_t* row = weights + size_t(col) * k;
+        int16_t* tile = g.weights.data() + size_t(col / kGemmTileN) * g.k_pairs * kGemmTileN * 2;
+        int32_t sum = 0;  // |sum| <= 255 k, within the bound validate() checked
+        for (int i = 0; i < k; ++i) {
+            const int16_t w = int16_t(row[i] - zw);
+            tile[(size_t(i / 2) * kGemmTileN + col % kGemmTileN) * 2 + i % 2] = w;
+            sum += w;
+        }
+        g.bias[size_t(col)] = (bias ? bias[col] : 0) - input_zero_point * sum;
+    }
+    g.requantization = ChannelRequantization(multipliers, n, padded_n, output);
+    return g;
+}
+
+// Sign-extends `count` rows of k int8 into scratch rows of 2 * k_pairs int16
+// (an odd k gets a trailing 0, matching the packed weights' padding).
+static void widen_rows(const PackedGemm& g, const int8_t* const* rows, int count, int16_t* scratch) {
+    const size_t row_len = 2 * size_t(g.k_pairs);
+    for (int r = 0; r < count; ++r) {
+        int16_t* dst = scratch + r * row_len;
+        for (int i = 0; i < g.k; ++i) dst[i] = rows[r][i];
+        if (g.k % 2) dst[g.k] = 0;
+    }
+}
+
+void qs8_gemm_panel_scalar(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
+                           size_t ldc, int16_t* scratch) {
+    widen_rows(g, rows, count, scratch);
+    const size_t row_len = 2 * size_t(g.k_pairs);
+    for (int r = 0; r < count; ++r) {
+        const int16_t* a = scratch + r * row_len;
+        for (int col = 0; col < g.n; ++col) {
+            const int16_t* w = g.weights.data() + size_t(col / kGemmTileN) * g.k_pairs * kGemmTileN * 2 +
+                               (col % kGemmTileN) * 2;
+            int32_t acc = g.bias[size_t(col)];
+            for (int p = 0; p < g.k_pairs; ++p, w += kGemmTileN * 2)
+                acc += a[2 * p] * w[0] + a[2 * p + 1] * w[1];
+            c[r * ldc + col] = int8_t(g.requantization.apply(acc, col));
+        }
+    }
+}
+
+void qs8_gemm_panel(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c, size_t ldc,
+                    int16_t* scratch) {
+#ifdef __AVX2__
+    qs8_gemm_panel_avx2(g, rows, count, c, ldc, scratch);
+#else
+    qs8_gemm_panel_scalar(g, rows, count, c, ldc, scratch);
+#endif
+}
+
+}  // namespace qf::infer

@@ -1,0 +1,93 @@
+// The int8 GEMM's AVX2 kernel: a 4 x 16 register tile of int32 accumulators
+// (4 rows of A by 16 output channels, 8 ymm registers), two k per step with
+// vpmaddwd on int16 operands, and the requantization on the tile before it is
+// stored. See qs8_gemm.h for the packing and the overflow bound.
+#ifdef __AVX2__
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "infer/kernels/qs8_gemm.h"
+
+namespace qf::infer {
+
+static_assert(kGemmTileM == 4 && kGemmTileN == 16, "the kernel below is written for a 4 x 16 tile");
+
+// Sign-extends `count` rows of k int8 into scratch rows of 2 * k_pairs int16.
+static void widen_rows_avx2(const PackedGemm& g, const int8_t* const* rows, int count, int16_t* scratch) {
+    const size_t row_len = 2 * size_t(g.k_pairs);
+    for (int r = 0; r < count; ++r) {
+        const int8_t* src = rows[r];
+        int16_t* dst = scratch + r * row_len;
+        int i = 0;
+        for (; i + 16 <= g.k; i += 16) {
+            const __m128i x8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_cvtepi8_epi16(x8));
+        }
+        for (; i < g.k; ++i) dst[i] = src[i];
+        if (g.k % 2) dst[g.k] = 0;
+    }
+}
+
+// The pair of int16 at p, repeated in all 8 lanes.
+static inline __m256i broadcast_pair(const int16_t* p) {
+    int32_t pair;
+    std::memcpy(&pair, p, sizeof pair);
+    return _mm256_set1_epi32(pair);
+}
+
+void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
+                         size_t ldc, int16_t* scratch) {
+    widen_rows_avx2(g, rows, count, scratch);
+    const size_t row_len = 2 * size_t(g.k_pairs);
+    // Missing rows of a short panel repeat row 0: computed, never stored.
+    const int16_t* a0 = scratch;
+    const int16_t* a1 = scratch + (count > 1 ? 1 : 0) * row_len;
+    const int16_t* a2 = scratch + (count > 2 ? 2 : 0) * row_len;
+    const int16_t* a3 = scratch + (count > 3 ? 3 : 0) * row_len;
+    for (int tile = 0; tile < g.n_tiles; ++tile) {
+        const int16_t* w = g.weights.data() + size_t(tile) * g.k_pairs * kGemmTileN * 2;
+        __m256i acc00 = _mm256_setzero_si256(), acc01 = _mm256_setzero_si256();
+        __m256i acc10 = _mm256_setzero_si256(), acc11 = _mm256_setzero_si256();
+        __m256i acc20 = _mm256_setzero_si256(), acc21 = _mm256_setzero_si256();
+        __m256i acc30 = _mm256_setzero_si256(), acc31 = _mm256_setzero_si256();
+        for (int p = 0; p < g.k_pairs; ++p, w += kGemmTileN * 2) {
+            const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));       // channels 0-7
+            const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));  // channels 8-15
+            __m256i a = broadcast_pair(a0 + 2 * p);
+            acc00 = _mm256_add_epi32(acc00, _mm256_madd_epi16(a, w0));
+            acc01 = _mm256_add_epi32(acc01, _mm256_madd_epi16(a, w1));
+            a = broadcast_pair(a1 + 2 * p);
+            acc10 = _mm256_add_epi32(acc10, _mm256_madd_epi16(a, w0));
+            acc11 = _mm256_add_epi32(acc11, _mm256_madd_epi16(a, w1));
+            a = broadcast_pair(a2 + 2 * p);
+            acc20 = _mm256_add_epi32(acc20, _mm256_madd_epi16(a, w0));
+            acc21 = _mm256_add_epi32(acc21, _mm256_madd_epi16(a, w1));
+            a = broadcast_pair(a3 + 2 * p);
+            acc30 = _mm256_add_epi32(acc30, _mm256_madd_epi16(a, w0));
+            acc31 = _mm256_add_epi32(acc31, _mm256_madd_epi16(a, w1));
+        }
+        const int col = tile * kGemmTileN;
+        const __m256i bias0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias.data() + col));
+        const __m256i bias1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias.data() + col + 8));
+        const avx2::RequantizeLanes q0 = g.requantization.lanes(col);
+        const avx2::RequantizeLanes q1 = g.requantization.lanes(col + 8);
+        const __m256i acc[kGemmTileM][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21}, {acc30, acc31}};
+        const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
+        for (int r = 0; r < count; ++r) {
+            const __m256i out0 = avx2::requantize(_mm256_add_epi32(acc[r][0], bias0), q0);
+            const __m256i out1 = avx2::requantize(_mm256_add_epi32(acc[r][1], bias1), q1);
+            int8_t* dst = c + r * ldc + col;
+            if (cols == kGemmTileN) {
+                avx2::store_int8x16(dst, out0, out1);
+            } else {  // the last, partial tile of channels
+                int8_t tmp[kGemmTileN];
+                avx2::store_int8x16(tmp, out0, out1);
+                std::memcpy(dst, tmp, size_t(cols));
+            }
+        }
+    }
+}
+
+}  // namespace qf::infer
+#endif  // __AVX2__
