@@ -6,8 +6,9 @@
 // A: int8 rows (activations, zero point za), W: int8 [n][k] (weights, zero
 // point zw per row or one for all), C: int8 rows.
 //
-// Prepare once, run many (QNNPACK's scheme): pack_gemm() validates nothing
-// itself (the op that owns it does) but does all the per-weight work once:
+// Prepare once, run many (QNNPACK's scheme): pack_gemm() checks nothing
+// itself (Conv2d and FullyConnected, which own it, call validate() first)
+// but does all the per-weight work once:
 //  - W - zw is stored as int16 (it lies in [-255, 255]), so the weight zero
 //    point costs nothing at run time and A needs no row sums: the kernels
 //    sign-extend A to int16 anyway (below), and the expanded formula
