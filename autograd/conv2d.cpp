@@ -13,10 +13,10 @@
 //
 // Parallelism: the reference models run 28x28 and smaller images at batch
 // 128 on 2 cores, where one image's GEMM is too small to split well. So
-// OpenMP splits the batch and every thread runs single-threaded GEMMs on its
-// own scratch; dW is accumulated per thread, then summed. With fewer images
-// than threads (inference at batch 1) the batch runs serially and BLIS
-// splits each GEMM instead.
+// OpenMP splits the batch (in chunks of images, see ConvChunks) and every
+// thread runs single-threaded GEMMs on its own scratch; dW is accumulated
+// per thread, then summed. With fewer images than threads (inference at
+// batch 1) the batch runs serially and BLIS splits each GEMM instead.
 #include <omp.h>
 
 #include <algorithm>
@@ -53,13 +53,13 @@ inline void valid_range(int64_t OW, int64_t W, int64_t stride, int64_t pad, int6
     lo = std::min(lo, hi);
 }
 
-// x (C, H, W) of one image -> col (C*KH*KW, OH*OW); padding reads as zero.
-void im2col(const float* x, float* col, const ConvDims& d) {
-    const int64_t P = d.P();
+// x (C, H, W) of one image -> its P columns of col (C*KH*KW rows, leading
+// dimension ld); padding reads as zero.
+void im2col(const float* x, float* col, int64_t ld, const ConvDims& d) {
     for (int64_t c = 0; c < d.C; c++)
         for (int64_t kh = 0; kh < d.KH; kh++)
             for (int64_t kw = 0; kw < d.KW; kw++) {
-                float* row = col + ((c * d.KH + kh) * d.KW + kw) * P;
+                float* row = col + ((c * d.KH + kh) * d.KW + kw) * ld;
                 int64_t lo, hi;
                 valid_range(d.OW, d.W, d.stride, d.pad, kw, lo, hi);
                 for (int64_t oh = 0; oh < d.OH; oh++) {
@@ -80,14 +80,13 @@ void im2col(const float* x, float* col, const ConvDims& d) {
             }
 }
 
-// The adjoint of im2col: dx (C, H, W) += the columns of dcol (C*KH*KW, OH*OW)
-// added back where they were read from.
-void col2im_add(const float* dcol, float* dx, const ConvDims& d) {
-    const int64_t P = d.P();
+// The adjoint of im2col: dx (C, H, W) += one image's P columns of dcol
+// (C*KH*KW rows, leading dimension ld), added back where they were read from.
+void col2im_add(const float* dcol, int64_t ld, float* dx, const ConvDims& d) {
     for (int64_t c = 0; c < d.C; c++)
         for (int64_t kh = 0; kh < d.KH; kh++)
             for (int64_t kw = 0; kw < d.KW; kw++) {
-                const float* row = dcol + ((c * d.KH + kh) * d.KW + kw) * P;
+                const float* row = dcol + ((c * d.KH + kh) * d.KW + kw) * ld;
                 int64_t lo, hi;
                 valid_range(d.OW, d.W, d.stride, d.pad, kw, lo, hi);
                 for (int64_t oh = 0; oh < d.OH; oh++) {
@@ -95,56 +94,88 @@ void col2im_add(const float* dcol, float* dx, const ConvDims& d) {
                     if (ih < 0 || ih >= d.H) continue;
                     const float* src = row + oh * d.OW;
                     float* dst = dx + (c * d.H + ih) * d.W - d.pad + kw;
-                    for (int64_t ow = lo; ow < hi; ow++) dst[ow * d.stride] += src[ow];
+                    if (d.stride == 1)
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow] += src[ow];
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow * d.stride] += src[ow];
                 }
             }
 }
 
-// Per-thread scratch, grown as needed and kept between calls.
-float* scratch_col(size_t n) {
-    thread_local std::vector<float> buf;
-    if (buf.size() < n) buf.resize(n);
-    return buf.data();
-}
-float* scratch_dcol(size_t n) {
-    thread_local std::vector<float> buf;
-    if (buf.size() < n) buf.resize(n);
-    return buf.data();
-}
-// Per-thread partial weight gradients, owned by the calling thread.
-float* scratch_dw(size_t n) {
-    thread_local std::vector<float> buf;
-    if (buf.size() < n) buf.resize(n);
-    return buf.data();
+// Per-thread scratch buffers, grown as needed and kept between calls.
+enum ScratchSlot { kCol, kDcol, kOutChunk, kDwPartials, kSlots };
+float* scratch(ScratchSlot slot, size_t n) {
+    thread_local std::vector<float> bufs[kSlots];
+    if (bufs[slot].size() < n) bufs[slot].resize(n);
+    return bufs[slot].data();
 }
 
 // ---- general and 1x1 convolution (im2col + GEMM) ----------------------------
 
+// How the batch is cut into chunks of images that share one GEMM. Small
+// planes (7x7: P = 49) make narrow GEMMs whose ragged edges waste BLIS's
+// 6x16 kernel and whose dW inner dimension (P) is too short, so the columns
+// of a few images are laid side by side: col (C*KH*KW, B*P). Larger planes
+// keep one image per GEMM: there, wider column matrices fell out of the L2
+// cache and measured no faster (lenet's 5x5 on 14x14 got slower).
+struct ConvChunks {
+    int64_t images;  // B, images per chunk
+    int64_t count;   // chunks in the batch
+    bool split;      // OpenMP splits the chunks (each GEMM single-threaded)
+    int gemm_threads;
+};
+constexpr int64_t kMinGemmColumns = 256;
+
+ConvChunks conv_chunks(const ConvDims& d) {
+    const int threads = num_threads();
+    ConvChunks c;
+    c.split = threads > 1 && d.N >= threads;
+    const int64_t per_thread = c.split ? d.N / threads : d.N;
+    const int64_t wanted = d.P() < kMinGemmColumns / 2 ? (kMinGemmColumns + d.P() - 1) / d.P() : 1;
+    c.images = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(per_thread, 1));
+    c.count = (d.N + c.images - 1) / c.images;
+    c.gemm_threads = c.split ? 1 : 0;
+    return c;
+}
+
+// The column matrix (C*KH*KW, nb*P) of images n0 .. n0+nb-1; a single 1x1
+// image is its own column matrix.
+const float* chunk_columns(const float* x, int64_t n0, int64_t nb, const ConvDims& d) {
+    const int64_t image = d.C * d.H * d.W;
+    if (d.pointwise() && nb == 1) return x + n0 * image;
+    float* col = scratch(kCol, d.C * d.KH * d.KW * nb * d.P());
+    for (int64_t b = 0; b < nb; b++) im2col(x + (n0 + b) * image, col + b * d.P(), nb * d.P(), d);
+    return col;
+}
+
 // x (N, C, H, W), w (OC, Cg, KH, KW), b (OC) or null -> out (N, OC, OH, OW)
 void conv_gemm_forward(const float* x, const float* w, const float* b, float* out,
                        const ConvDims& d) {
-    const int64_t P = d.P(), K = d.K(), Cg = d.Cg(), OCg = d.OCg();
-    const int threads = num_threads();
-    const bool split_batch = d.N >= threads && threads > 1;
-    const int gemm_threads = split_batch ? 1 : 0;
-#pragma omp parallel for schedule(static) if (split_batch)
-    for (int64_t n = 0; n < d.N; n++) {
-        const float* xn = x + n * d.C * d.H * d.W;
-        float* on = out + n * d.OC * P;
-        const float* col = xn;  // 1x1: the image is the column matrix
-        if (!d.pointwise()) {
-            float* buf = scratch_col(d.C * d.KH * d.KW * P);
-            im2col(xn, buf, d);
-            col = buf;
-        }
-        for (int64_t oc = 0; oc < d.OC; oc++) {
-            float* o = on + oc * P;
-            const float bias = b ? b[oc] : 0.0f;
-            for (int64_t p = 0; p < P; p++) o[p] = bias;
-        }
+    const int64_t P = d.P(), K = d.K(), OCg = d.OCg();
+    const ConvChunks ch = conv_chunks(d);
+#pragma omp parallel for schedule(static) if (ch.split)
+    for (int64_t c = 0; c < ch.count; c++) {
+        const int64_t n0 = c * ch.images, nb = std::min(ch.images, d.N - n0), L = nb * P;
+        const float* col = chunk_columns(x, n0, nb, d);
+        // One image: the GEMM writes out directly, onto the broadcast bias.
+        // Several: it writes (OC, nb*P) to scratch, scattered to out below.
+        float* res = nb == 1 ? out + n0 * d.OC * P : scratch(kOutChunk, d.OC * L);
+        if (nb == 1 && b)
+            for (int64_t oc = 0; oc < d.OC; oc++)
+                for (int64_t p = 0; p < P; p++) res[oc * P + p] = b[oc];
+        const float beta = nb == 1 && b ? 1.0f : 0.0f;
+        // out_g (OCg, L) = w_g (OCg, K) @ col_g (K, L)
         for (int64_t g = 0; g < d.G; g++)
-            sgemm(false, false, OCg, P, K, 1.0f, w + g * OCg * K, K, col + g * Cg * d.KH * d.KW * P,
-                  P, 1.0f, on + g * OCg * P, P, gemm_threads);
+            sgemm(false, false, OCg, L, K, 1.0f, w + g * OCg * K, K, col + g * K * L, L, beta,
+                  res + g * OCg * L, L, ch.gemm_threads);
+        if (nb > 1)
+            for (int64_t i = 0; i < nb; i++)
+                for (int64_t oc = 0; oc < d.OC; oc++) {
+                    const float* src = res + oc * L + i * P;
+                    float* dst = out + ((n0 + i) * d.OC + oc) * P;
+                    const float bias = b ? b[oc] : 0.0f;
+                    for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bias;
+                }
     }
 }
 
@@ -153,12 +184,11 @@ void conv_gemm_forward(const float* x, const float* w, const float* b, float* ou
 void conv_gemm_backward(const float* x, const float* w, const float* dout, float* dx, float* dw,
                         float* db, const ConvDims& d) {
     const int64_t P = d.P(), K = d.K(), OCg = d.OCg();
-    const int64_t CK = d.C * d.KH * d.KW;  // rows of one image's column matrix
+    const int64_t CK = d.C * d.KH * d.KW;  // rows of the column matrix
+    const int64_t image = d.C * d.H * d.W;
     const int64_t wsize = d.OC * K;
-    const int threads = num_threads();
-    const bool split_batch = d.N >= threads && threads > 1;
-    const int gemm_threads = split_batch ? 1 : 0;
-    const int partials = split_batch ? threads : 1;
+    const ConvChunks ch = conv_chunks(d);
+    const int partials = ch.split ? num_threads() : 1;
 
     if (db) {
 #pragma omp parallel for schedule(static)
@@ -177,35 +207,39 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
 
     // Every thread accumulates its images' dW into its own slice of this
     // slab (owned by the calling thread), summed into dw at the end.
-    float* dw_partial = dw ? scratch_dw(partials * wsize) : nullptr;
+    float* dw_partial = dw ? scratch(kDwPartials, partials * wsize) : nullptr;
     if (dw) std::memset(dw_partial, 0, partials * wsize * sizeof(float));
 
-#pragma omp parallel for schedule(static) if (split_batch)
-    for (int64_t n = 0; n < d.N; n++) {
-        const float* xn = x + n * d.C * d.H * d.W;
-        const float* gn = dout + n * d.OC * P;
+#pragma omp parallel for schedule(static) if (ch.split)
+    for (int64_t c = 0; c < ch.count; c++) {
+        const int64_t n0 = c * ch.images, nb = std::min(ch.images, d.N - n0), L = nb * P;
+        // This chunk's dout as (OC, L): itself for one image, else gathered.
+        const float* gc = dout + n0 * d.OC * P;
+        if (nb > 1) {
+            float* buf = scratch(kOutChunk, d.OC * L);
+            for (int64_t i = 0; i < nb; i++)
+                for (int64_t oc = 0; oc < d.OC; oc++)
+                    std::memcpy(buf + oc * L + i * P, dout + ((n0 + i) * d.OC + oc) * P, P * sizeof(float));
+            gc = buf;
+        }
         if (dw) {
-            const float* col = xn;
-            if (!d.pointwise()) {
-                float* buf = scratch_col(CK * P);
-                im2col(xn, buf, d);
-                col = buf;
-            }
-            float* dwt = dw_partial + (split_batch ? omp_get_thread_num() : 0) * wsize;
-            // dw_g (OCg, K) += dout_g (OCg, P) @ col_g^T (P, K)
+            const float* col = chunk_columns(x, n0, nb, d);
+            float* dwt = dw_partial + (ch.split ? omp_get_thread_num() : 0) * wsize;
+            // dw_g (OCg, K) += dout_g (OCg, L) @ col_g^T (L, K)
             for (int64_t g = 0; g < d.G; g++)
-                sgemm(false, true, OCg, K, P, 1.0f, gn + g * OCg * P, P, col + g * K * P, P, 1.0f,
-                      dwt + g * OCg * K, K, gemm_threads);
+                sgemm(false, true, OCg, K, L, 1.0f, gc + g * OCg * L, L, col + g * K * L, L, 1.0f,
+                      dwt + g * OCg * K, K, ch.gemm_threads);
         }
         if (dx) {
-            float* dxn = dx + n * d.C * d.H * d.W;
-            // dcol_g (K, P) = w_g^T (K, OCg) @ dout_g (OCg, P); 1x1 adds it to dx directly.
-            float* dcol = d.pointwise() ? dxn : scratch_dcol(CK * P);
-            const float beta = d.pointwise() ? 1.0f : 0.0f;
+            // dcol_g (K, L) = w_g^T (K, OCg) @ dout_g (OCg, L), added back by
+            // col2im; a single 1x1 image's dcol is its dx, so the GEMM adds to it.
+            const bool direct = d.pointwise() && nb == 1;
+            float* dcol = direct ? dx + n0 * image : scratch(kDcol, CK * L);
             for (int64_t g = 0; g < d.G; g++)
-                sgemm(true, false, K, P, OCg, 1.0f, w + g * OCg * K, K, gn + g * OCg * P, P, beta,
-                      dcol + g * K * P, P, gemm_threads);
-            if (!d.pointwise()) col2im_add(dcol, dxn, d);
+                sgemm(true, false, K, L, OCg, 1.0f, w + g * OCg * K, K, gc + g * OCg * L, L,
+                      direct ? 1.0f : 0.0f, dcol + g * K * L, L, ch.gemm_threads);
+            if (!direct)
+                for (int64_t i = 0; i < nb; i++) col2im_add(dcol + i * P, L, dx + (n0 + i) * image, d);
         }
     }
 

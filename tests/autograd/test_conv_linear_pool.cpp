@@ -76,6 +76,14 @@ TEST_CASE("conv2d with batch 1 (serial batch, threaded GEMM) matches finite diff
     check_conv({1, 3, 5, 5, 4, 3, 3, 1, 1, 1, true});
 }
 
+TEST_CASE("conv2d batching several small images per GEMM matches finite differences") {
+    // Small planes put several images side by side in one GEMM; 7 images
+    // leave a shorter last chunk.
+    check_conv({7, 2, 4, 4, 3, 3, 3, 1, 1, 1, true});
+    check_conv({7, 4, 4, 3, 4, 3, 3, 2, 1, 2, false});
+    check_conv({7, 3, 3, 3, 2, 1, 1, 1, 0, 1, true});  // 1x1
+}
+
 TEST_CASE("conv2d gradients for x alone or weight alone") {
     std::mt19937 rng(3);
     Tensor x = Tensor::randn({2, 3, 5, 5}, rng), w = Tensor::randn({4, 3, 3, 3}, rng);
