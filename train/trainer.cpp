@@ -1,0 +1,188 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+
+#include "autograd/gemm.h"
+#include "train/checkpoint.h"
+#include "train/metrics.h"
+
+namespace qf::train {
+
+namespace {
+// Counts the samples whose label is among the k largest logits.
+void count_correct(const Tensor& logits, const std::vector<int32_t>& labels, int64_t& top1,
+                   int64_t& top5) {
+    const int64_t n = logits.dim(0), k = logits.dim(1);
+    for (int64_t i = 0; i < n; i++) {
+        const float* row = logits.data() + i * k;
+        const float target = row[labels[i]];
+        int64_t larger = 0;  // ties count against the label, so a constant output scores 0
+        for (int64_t j = 0; j < k; j++) larger += (j != labels[i] && row[j] >= target);
+        top1 += larger == 0;
+        top5 += larger < 5;
+    }
+}
+
+Tensor images_of(data::Batch& b) {
+    return Tensor::from({b.n, b.c, b.h, b.w}, std::move(b.images));
+}
+}  // namespace
+
+EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
+                          int workers) {
+    data::LoaderOptions lo;
+    lo.batch_size = batch_size;
+    lo.shuffle = false;
+    lo.train = false;
+    lo.num_workers = workers;
+    data::DataLoader loader(dataset, lo);
+    loader.start_epoch(0);
+    const bool was_training = model.training();
+    model.eval();
+    NoGrad no_grad;
+    EvalResult r;
+    int64_t top1 = 0, top5 = 0;
+    double loss_sum = 0;
+    data::Batch batch;
+    while (loader.next(batch)) {
+        std::vector<int32_t> labels = batch.labels;
+        Tensor logits = model.forward(images_of(batch));
+        loss_sum += cross_entropy(logits, labels).item() * (double)labels.size();
+        count_correct(logits, labels, top1, top5);
+        r.images += (int64_t)labels.size();
+    }
+    model.train(was_training);
+    if (r.images > 0) {
+        r.loss = loss_sum / (double)r.images;
+        r.top1 = 100.0 * (double)top1 / (double)r.images;
+        r.top5 = 100.0 * (double)top5 / (double)r.images;
+    }
+    return r;
+}
+
+Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
+    if (cfg_.threads > 0) set_num_threads(cfg_.threads);
+    data_ = make_datasets(cfg_);
+    nn::ModelSpec spec{cfg_.model.arch, cfg_.model.num_classes, cfg_.model.in_channels,
+                       data_.train->height()};
+    model_ = nn::build_model(spec, (uint32_t)cfg_.seed);
+    optimizer_ = make_optimizer(cfg_.optimizer, model_->parameters());
+
+    data::LoaderOptions lo;
+    lo.batch_size = cfg_.train.batch_size;
+    lo.shuffle = true;
+    lo.drop_last = false;
+    lo.train = true;
+    lo.seed = cfg_.seed;
+    lo.num_workers = cfg_.data.workers;
+    lo.prefetch_batches = cfg_.data.prefetch;
+    train_loader_ = std::make_unique<data::DataLoader>(*data_.train, lo);
+    schedule_ = std::make_unique<LrSchedule>(cfg_.schedule, cfg_.optimizer.lr, cfg_.train.epochs,
+                                             train_loader_->batches_per_epoch());
+    checkpoint_path_ = cfg_.out_dir + "/last.safetensors";
+}
+
+EvalResult Trainer::evaluate() {
+    return evaluate_model(*model_, *data_.test, cfg_.train.eval_batch_size, cfg_.data.workers);
+}
+
+void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
+    CheckpointInfo info{cfg_.model.arch, epoch, step_in_epoch, global_step_,
+                        config_to_json(cfg_).dump()};
+    save_checkpoint(checkpoint_path_, *model_, optimizer_.get(), info);
+    last_checkpoint_ = checkpoint_path_;
+}
+
+TrainSummary Trainer::run() {
+    std::filesystem::create_directories(cfg_.out_dir);
+    int64_t start_epoch = 0, skip = 0;
+    if (!cfg_.train.resume.empty()) {
+        CheckpointInfo at = load_checkpoint(cfg_.train.resume, cfg_.model.arch, *model_,
+                                            cfg_.train.eval_only ? nullptr : optimizer_.get());
+        start_epoch = at.epoch;
+        skip = at.step_in_epoch;
+        global_step_ = at.global_step;
+        last_checkpoint_ = cfg_.train.resume;
+        std::cout << "resumed from " << cfg_.train.resume << " at epoch " << at.epoch + 1
+                  << ", batch " << at.step_in_epoch << "\n";
+    }
+    TrainSummary summary;
+    if (cfg_.train.eval_only) {
+        summary.final_eval = evaluate();
+        return summary;
+    }
+    save_config(cfg_, cfg_.out_dir + "/config.resolved.json");
+    // A resumed run appends to the metrics of the run it continues.
+    metrics_ = std::make_unique<MetricsLog>(cfg_.out_dir + "/metrics.jsonl", start_epoch > 0 || skip > 0);
+    const int64_t per_epoch = train_loader_->batches_per_epoch();
+    if (skip >= per_epoch) start_epoch++, skip = 0;
+    for (int64_t epoch = start_epoch; epoch < cfg_.train.epochs; epoch++) {
+        train_epoch(epoch, skip);
+        skip = 0;
+        EvalResult e = evaluate();
+        std::cout << "epoch " << epoch + 1 << "/" << cfg_.train.epochs << ": test loss " << e.loss
+                  << ", top-1 " << e.top1 << "%, top-5 " << e.top5 << "%\n";
+        metrics_->write({{"event", "eval"}, {"epoch", epoch + 1}, {"step", global_step_},
+                       {"test_loss", e.loss}, {"test_top1", e.top1}, {"test_top5", e.top5}});
+        write_checkpoint(epoch + 1, 0);
+        summary.final_eval = e;
+    }
+    summary.steps = global_step_;
+    summary.checkpoint = last_checkpoint_;
+    summary.train_images_per_s = images_per_s_;
+    return summary;
+}
+
+void Trainer::train_epoch(int64_t epoch, int64_t skip_batches) {
+    const int64_t per_epoch = train_loader_->batches_per_epoch();
+    train_loader_->start_epoch(epoch, skip_batches);
+    model_->train();
+    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.train.epochs),
+                      per_epoch, skip_batches, cfg_.train.log_every, stdout_is_terminal());
+    data::Batch batch;
+    int64_t step_in_epoch = skip_batches;
+    int64_t images = 0, correct = 0, top5 = 0;
+    double loss_sum = 0;
+    while (train_loader_->next(batch)) {
+        std::vector<int32_t> labels = batch.labels;
+        const int64_t n = batch.n;
+        Tensor logits = model_->forward(images_of(batch));
+        Tensor loss = cross_entropy(logits, labels, (float)cfg_.train.label_smoothing);
+        const float loss_value = loss.item();
+        if (!std::isfinite(loss_value)) {
+            clear_tape();
+            throw NonFiniteLossError(
+                "the loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") +
+                " at step " + std::to_string(global_step_ + 1) + " (epoch " + std::to_string(epoch + 1) +
+                ", batch " + std::to_string(step_in_epoch + 1) + "); training stopped" +
+                (last_checkpoint_.empty() ? " before any checkpoint was written"
+                                          : "; the last good checkpoint is " + last_checkpoint_));
+        }
+        optimizer_->zero_grad();
+        backward(loss);
+        const double lr = schedule_->lr(global_step_);
+        optimizer_->step(lr);
+        global_step_++;
+        step_in_epoch++;
+
+        count_correct(logits, labels, correct, top5);
+        images += n;
+        loss_sum += loss_value * (double)n;
+        progress.update(step_in_epoch, n, loss_sum / (double)images, (double)correct / (double)images, lr);
+        images_per_s_ = progress.images_per_second();
+        if (cfg_.train.log_every > 0 && step_in_epoch % cfg_.train.log_every == 0)
+            metrics_->write({{"event", "train"}, {"epoch", epoch + 1}, {"step", global_step_},
+                           {"loss", loss_sum / (double)images}, {"top1", 100.0 * correct / (double)images},
+                           {"lr", lr}, {"images_per_s", images_per_s_}});
+        if (cfg_.train.checkpoint_every_steps > 0 && global_step_ % cfg_.train.checkpoint_every_steps == 0 &&
+            step_in_epoch < per_epoch)
+            write_checkpoint(epoch, step_in_epoch);
+    }
+    progress.finish();
+}
+
+}  // namespace qf::train

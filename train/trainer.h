@@ -1,0 +1,75 @@
+// The training run that the `train` binary performs: datasets and model
+// from the config, the loop (forward, loss, backward, update), per-epoch
+// evaluation, metrics, checkpoints and exact resume.
+//
+// Example:
+//   Config cfg = load_config("configs/lenet.json");
+//   Trainer t(cfg);
+//   TrainSummary s = t.run();   // writes cfg.out_dir/{last.safetensors, metrics.jsonl, ...}
+#pragma once
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "data/loader.h"
+#include "nn/models.h"
+#include "train/config.h"
+#include "train/datasets.h"
+#include "train/metrics.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+namespace qf::train {
+
+// The loss became NaN or infinite: training stops, the last checkpoint stays.
+struct NonFiniteLossError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct EvalResult {
+    double loss = 0;
+    double top1 = 0;  // percent
+    double top5 = 0;  // percent
+    int64_t images = 0;
+};
+
+struct TrainSummary {
+    EvalResult final_eval;
+    double train_images_per_s = 0;
+    int64_t steps = 0;
+    std::string checkpoint;  // path of the last checkpoint written
+};
+
+class Trainer {
+public:
+    explicit Trainer(Config cfg);
+    // Trains (from cfg.train.resume when set) and evaluates after each epoch.
+    TrainSummary run();
+    // Evaluates the current weights on the test set.
+    EvalResult evaluate();
+
+    nn::Sequential& model() { return *model_; }
+    const Config& config() const { return cfg_; }
+
+private:
+    void train_epoch(int64_t epoch, int64_t skip_batches);
+    void write_checkpoint(int64_t epoch, int64_t step_in_epoch);
+
+    Config cfg_;
+    Datasets data_;
+    std::shared_ptr<nn::Sequential> model_;
+    std::unique_ptr<Optimizer> optimizer_;
+    std::unique_ptr<data::DataLoader> train_loader_;
+    std::unique_ptr<LrSchedule> schedule_;
+    std::unique_ptr<MetricsLog> metrics_;
+    int64_t global_step_ = 0;
+    std::string checkpoint_path_;
+    std::string last_checkpoint_;  // empty until one is written or resumed from
+    double images_per_s_ = 0;
+};
+
+// Evaluates `model` (switched to eval mode and back) on `dataset`.
+EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
+                          int workers);
+
+}  // namespace qf::train
