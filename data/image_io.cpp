@@ -7,6 +7,9 @@
 #include <cstring>
 #include <memory>
 
+#include "data/stb_guard.h"
+#include "data/stb_impl.h"
+
 #define STBI_NO_STDIO
 #include <stb_image.h>
 #include <stb_image_write.h>
@@ -23,16 +26,6 @@ std::string lowercase_extension(const std::string& filename) {
     for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     return ext;
 }
-
-}  // namespace
-
-namespace detail {
-// Defined in stb_impl.cpp: stbi_info_from_memory that keeps the failure reason.
-bool stb_read_header(const unsigned char* bytes, int length, int* width, int* height, int* channels,
-                     const char** reason);
-}  // namespace detail
-
-namespace {
 
 const char* failure_reason() {
     const char* reason = stbi_failure_reason();
@@ -59,6 +52,8 @@ void decode_image(const uint8_t* bytes, size_t size, int channels,
     if (size > size_t(INT32_MAX)) throw ImageError(name + ": file too large for the decoder");
     const int length = static_cast<int>(size);
 
+    check_stb_hazards(bytes, size, name);
+
     // Header only (stbi_info): no pixel is decoded and nothing sized by the
     // file is allocated until the declared size has passed the cap.
     int width = 0, height = 0, file_channels = 0;
@@ -77,6 +72,13 @@ void decode_image(const uint8_t* bytes, size_t size, int channels,
         throw ImageError(name + ": declared size absurd (" + std::to_string(width) + "x" +
                          std::to_string(height) + " is over the cap of " +
                          std::to_string(limits.max_pixels) + " pixels), refused before decoding");
+
+    // No legitimate buffer of stb's is larger than 8 bytes per declared pixel
+    // (4 channels of 16 bits) or twice the file (PNG's concatenated IDAT).
+    struct AllocationLimit {
+        explicit AllocationLimit(size_t bytes) { detail::set_stb_allocation_limit(bytes); }
+        ~AllocationLimit() { detail::set_stb_allocation_limit(SIZE_MAX); }
+    } allocation_limit(size_t(8) * size_t(width) * size_t(height) + 2 * size + (size_t(1) << 20));
 
     int decoded_width = 0, decoded_height = 0, ignored = 0;
     std::unique_ptr<stbi_uc, void (*)(void*)> pixels(

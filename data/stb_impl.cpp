@@ -3,8 +3,28 @@
 // and no stdio-based loading (we hand stb bytes we have already size-checked).
 // Debian's prebuilt libstb.so is deliberately not linked: it has every
 // decoder compiled in and no dimension cap.
+#include "data/stb_impl.h"
+
+#include <cstdint>
+#include <cstdlib>
+
 #include "data/image_io.h"
 
+namespace qf::data::detail {
+
+namespace {
+thread_local size_t stb_allocation_limit = SIZE_MAX;
+void* stb_malloc(size_t bytes) { return bytes > stb_allocation_limit ? nullptr : std::malloc(bytes); }
+void* stb_realloc(void* p, size_t bytes) { return bytes > stb_allocation_limit ? nullptr : std::realloc(p, bytes); }
+}  // namespace
+
+void set_stb_allocation_limit(size_t bytes) { stb_allocation_limit = bytes; }
+
+}  // namespace qf::data::detail
+
+#define STBI_MALLOC(bytes) qf::data::detail::stb_malloc(bytes)
+#define STBI_REALLOC(p, bytes) qf::data::detail::stb_realloc(p, bytes)
+#define STBI_FREE(p) std::free(p)
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
