@@ -16,7 +16,7 @@ constexpr int64_t kParallelMin = 1 << 15;
 // x (any shape) -> y (same shape)
 Tensor relu(const Tensor& x) {
     const int64_t n = x.numel();
-    Tensor out = Tensor::zeros(x.shape());
+    Tensor out = Tensor::empty(x.shape());
     const float* inp = x.data();
     float* outp = out.data();
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
@@ -37,7 +37,7 @@ Tensor relu(const Tensor& x) {
 // x (any shape) -> y (same shape)
 Tensor relu6(const Tensor& x) {
     const int64_t n = x.numel();
-    Tensor out = Tensor::zeros(x.shape());
+    Tensor out = Tensor::empty(x.shape());
     const float* inp = x.data();
     float* outp = out.data();
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)

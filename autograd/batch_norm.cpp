@@ -59,7 +59,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
         throw std::invalid_argument("batch_norm: training needs more than one value per channel, x is " +
                                     shape_str(x.shape()));
 
-    Tensor out = Tensor::zeros(x.shape());
+    Tensor out = Tensor::empty(x.shape());
     // Per-channel statistics kept for the backward: the mean and 1/sqrt(var + eps)
     // that normalized x (batch ones in training, running ones in eval).
     std::vector<float> mean(C), invstd(C);

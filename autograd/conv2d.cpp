@@ -369,7 +369,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dParams p)
     d.OW = (d.W + 2 * d.pad - d.KW) / d.stride + 1;
     const bool depthwise = d.depthwise() && d.KH * d.KW <= 64;
 
-    Tensor out = Tensor::zeros({d.N, d.OC, d.OH, d.OW});
+    Tensor out = Tensor::empty({d.N, d.OC, d.OH, d.OW});
     const float* bias = b.defined() ? b.data() : nullptr;
     if (depthwise)
         conv_depthwise_forward(x.data(), w.data(), bias, out.data(), d);

@@ -40,7 +40,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
         throw std::invalid_argument("linear: bias " + shape_str(b.shape()) + " does not match weight " +
                                     shape_str(w.shape()));
     const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0);
-    Tensor out = Tensor::zeros({N, OUT});
+    Tensor out = Tensor::empty({N, OUT});
     linear_forward(x.data(), w.data(), b.defined() ? b.data() : nullptr, out.data(), N, IN, OUT);
 
     if (needs_grad({&x, &w, &b})) {

@@ -157,7 +157,7 @@ void global_avg_pool_backward(const float* dout, float* dx, int64_t planes, int6
 
 Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
     const PoolDims d = pool_dims("max_pool2d", x, kernel, stride, padding);
-    Tensor out = Tensor::zeros({x.dim(0), x.dim(1), d.OH, d.OW});
+    Tensor out = Tensor::empty({x.dim(0), x.dim(1), d.OH, d.OW});
     const bool grad = needs_grad({&x});
     // The argmax indices live only as long as the backward that reads them.
     std::vector<int32_t> argmax(out.numel());
@@ -173,7 +173,7 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
 
 Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int padding) {
     const PoolDims d = pool_dims("avg_pool2d", x, kernel, stride, padding);
-    Tensor out = Tensor::zeros({x.dim(0), x.dim(1), d.OH, d.OW});
+    Tensor out = Tensor::empty({x.dim(0), x.dim(1), d.OH, d.OW});
     avg_pool_forward(x.data(), out.data(), d);
     if (needs_grad({&x})) {
         record("avg_pool2d", out, [x = x, out, d]() mutable {
@@ -189,7 +189,7 @@ Tensor global_avg_pool(const Tensor& x) {
                                     (x.defined() ? shape_str(x.shape()) : std::string("undefined")) +
                                     " must be (N, C, H, W) with H*W > 0");
     const int64_t planes = x.dim(0) * x.dim(1), HW = x.dim(2) * x.dim(3);
-    Tensor out = Tensor::zeros({x.dim(0), x.dim(1)});
+    Tensor out = Tensor::empty({x.dim(0), x.dim(1)});
     global_avg_pool_forward(x.data(), out.data(), planes, HW);
     if (needs_grad({&x})) {
         record("global_avg_pool", out, [x = x, out, planes, HW]() mutable {

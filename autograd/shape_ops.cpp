@@ -27,7 +27,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
         throw std::invalid_argument("add: shapes " + shape_str(a.shape()) + " and " +
                                     shape_str(b.shape()) + " differ");
     const int64_t n = a.numel();
-    Tensor out = Tensor::zeros(a.shape());
+    Tensor out = Tensor::empty(a.shape());
     const float* ap = a.data();
     const float* bp = b.data();
     float* outp = out.data();
@@ -70,7 +70,7 @@ Tensor concat_channels(const std::vector<Tensor>& xs) {
     const int64_t inner = shape_numel(first) / std::max<int64_t>(1, first[0] * first[1]);
     Shape out_shape = first;
     out_shape[1] = total_channels;
-    Tensor out = Tensor::zeros(out_shape);
+    Tensor out = Tensor::empty(out_shape);
     const int64_t out_row = total_channels * inner;
 
     std::vector<int64_t> offset(xs.size());  // first output channel of each input
@@ -111,7 +111,7 @@ namespace {
 // The copy with a new shape behind reshape and flatten; `op` names the caller.
 Tensor copy_with_shape(const char* op, const Tensor& x, const Shape& shape) {
     const int64_t n = x.numel();
-    Tensor out = Tensor::zeros(shape);
+    Tensor out = Tensor::empty(shape);
     std::memcpy(out.data(), x.data(), n * sizeof(float));
     if (needs_grad({&x})) {
         record(op, out, [x = x, out, n]() mutable { accumulate(x.grad(), out.grad(), n); });

@@ -1,8 +1,79 @@
 #include "autograd/tensor.h"
 
+#include <algorithm>
+#include <mutex>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace qf {
+
+namespace {
+class BufferPool {
+public:
+    // A buffer of n floats, recycled when one of that size is free (values
+    // unspecified), else new and zeroed.
+    std::vector<float> take(size_t n) {
+        if (n >= kMinPooled) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto it = free_.find(n);
+            if (it != free_.end() && !it->second.empty()) {
+                std::vector<float> v = std::move(it->second.back());
+                it->second.pop_back();
+                bytes_ -= n * sizeof(float);
+                return v;
+            }
+        }
+        return std::vector<float>(n);
+    }
+    void give(std::vector<float>& v) {
+        const size_t n = v.size();
+        if (n < kMinPooled) return;
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (bytes_ + n * sizeof(float) > kMaxBytes) return;
+        bytes_ += n * sizeof(float);
+        free_[n].push_back(std::move(v));
+    }
+    void clear() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        free_.clear();
+        bytes_ = 0;
+    }
+    size_t bytes() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return bytes_;
+    }
+
+private:
+    // Small buffers are cheap to allocate; big ones are what costs.
+    static constexpr size_t kMinPooled = 16384;
+    static constexpr size_t kMaxBytes = size_t(1) << 30;
+    std::mutex mutex_;
+    std::unordered_map<size_t, std::vector<std::vector<float>>> free_;
+    size_t bytes_ = 0;
+};
+
+// Never destroyed: tensors held by other statics may die after it would.
+BufferPool& pool() {
+    static BufferPool* p = new BufferPool;
+    return *p;
+}
+}  // namespace
+
+TensorStorage::~TensorStorage() {
+    pool().give(value);
+    pool().give(grad);
+}
+
+void release_cached_buffers() { pool().clear(); }
+size_t cached_buffer_bytes() { return pool().bytes(); }
+
+Tensor Tensor::empty(const Shape& shape) {
+    Tensor t;
+    t.s_ = std::make_shared<TensorStorage>();
+    t.s_->shape = shape;
+    t.s_->value = pool().take(shape_numel(shape));
+    return t;
+}
 
 int64_t shape_numel(const Shape& s) {
     int64_t n = 1;
@@ -60,7 +131,10 @@ float Tensor::item() const {
 }
 
 float* Tensor::grad() {
-    if (s_->grad.empty()) s_->grad.assign(s_->value.size(), 0.0f);
+    if (s_->grad.empty()) {
+        s_->grad = pool().take(s_->value.size());
+        std::fill(s_->grad.begin(), s_->grad.end(), 0.0f);
+    }
     return s_->grad.data();
 }
 
@@ -114,7 +188,10 @@ void backward(Tensor loss, const std::vector<float>& dout) {
         if (e.out.has_grad()) {
             e.fn();
             // Nobody reads an intermediate's gradient after its producer ran.
-            if (!e.out.same(loss)) std::vector<float>().swap(e.out.storage()->grad);
+            if (!e.out.same(loss)) {
+                pool().give(e.out.storage()->grad);
+                e.out.storage()->grad.clear();
+            }
         }
     }
     clear_tape();

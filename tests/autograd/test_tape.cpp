@@ -34,3 +34,23 @@ TEST_CASE("NoGrad scopes nest and restore") {
     }
     CHECK(grad_enabled());
 }
+
+TEST_CASE("empty() recycles the buffer of a tensor that died, and the pool can be emptied") {
+    release_cached_buffers();
+    const float* first;
+    {
+        Tensor a = Tensor::full({256, 256}, 3.0f);
+        first = a.data();
+    }
+    CHECK(cached_buffer_bytes() == 256 * 256 * sizeof(float));
+    Tensor b = Tensor::empty({256, 256});
+    CHECK(b.data() == first);  // the same allocation, values unspecified
+    CHECK(cached_buffer_bytes() == 0);
+    // A fresh gradient is zero even when its buffer is recycled.
+    { Tensor c = Tensor::full({256, 256}, 5.0f); }
+    CHECK(b.grad()[0] == 0.0f);
+    CHECK(b.grad()[256 * 256 - 1] == 0.0f);
+    { Tensor d = Tensor::full({256, 256}, 1.0f); }
+    release_cached_buffers();
+    CHECK(cached_buffer_bytes() == 0);
+}
