@@ -49,7 +49,8 @@ std::string range_text(double lo, double hi) {
 
 int64_t read_integer(const json& v, int64_t lo, int64_t hi, const std::string& key,
                      const std::string& where) {
-    std::string expected = "an integer in " + range_text(lo, hi);
+    std::string range = range_text(lo, hi);
+    std::string expected = "an integer " + (range[0] == '[' ? "in " + range : range);
     if (!v.is_number_integer()) fail_value(where, key, v, expected);
     if (v.is_number_unsigned() && v.get<uint64_t>() > (uint64_t)std::numeric_limits<int64_t>::max())
         fail_value(where, key, v, expected);

@@ -104,6 +104,8 @@ TEST_CASE("config: wrong types, ranges and choices name key, value and expectati
                          ConfigError);
     CHECK_THROWS_WITH_AS(parse(R"({"seed": 99999999999999999999})"),
                          doctest::Contains("'seed' is"), ConfigError);
+    CHECK_THROWS_WITH_AS(parse(R"({"data": {"limit_train": -1}})"),
+                         "cfg.json: 'data.limit_train' is -1, expected an integer >= 0", ConfigError);
     CHECK_THROWS_WITH_AS(parse(R"({"optimizer": {"momentum": 1.5}})"),
                          "cfg.json: 'optimizer.momentum' is 1.5, expected a number in [0, 1]", ConfigError);
     CHECK_THROWS_WITH_AS(parse(R"({"data": {"hflip": 1}})"),
