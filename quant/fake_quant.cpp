@@ -1,0 +1,252 @@
+// Fake quantization: x (any shape) -> y (same shape), with a scale and zero
+// point per tensor or per channel of the scheme's axis. The tensor is walked
+// as [outer][channels][inner] (ChannelLayout) in chunks of at most kChunk
+// elements of one channel, in parallel; reductions (the learned scale and
+// zero point gradients) sum per chunk into a small array, then per channel,
+// so the result does not depend on the number of threads.
+#include "quant/fake_quant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace qf::quant {
+
+namespace {
+
+constexpr int64_t kChunk = 1 << 14;
+constexpr int64_t kParallelMin = 1 << 15;
+
+// ---- the arithmetic, element by element (DESIGN.md, infer/quantize.cpp) ----
+
+// nearbyint(x / s) + z before clamping: a true division (not x * (1/s),
+// which can round differently) and round half to even, as the integer graph.
+inline float quantize_unclamped(float x, float scale, float zero_point) {
+    return std::nearbyint(x / scale) + zero_point;
+}
+
+// Clamped to [qmin, qmax]; NaN becomes the zero point (real 0), as infer::quantize.
+inline float clamp_level(float q, float zero_point, float qmin, float qmax) {
+    return q != q ? zero_point : std::min(std::max(q, qmin), qmax);
+}
+
+inline float dequantize(float q, float scale, float zero_point) { return (q - zero_point) * scale; }
+
+// Where the straight-through estimator passes the gradient (false for NaN).
+inline bool in_range(float q, float qmin, float qmax) { return q >= qmin && q <= qmax; }
+
+// One channel's quantization step, as floats for the inner loops.
+struct Step {
+    float scale, zero_point;
+};
+
+// Calls fn(chunk, channel, begin, end) for every chunk of x's elements, in
+// parallel; a chunk lies within one channel's contiguous span.
+template <class F>
+int64_t for_each_chunk(const ChannelLayout& l, F fn, bool run = true) {
+    const int64_t per_span = std::max<int64_t>(1, (l.inner + kChunk - 1) / kChunk);
+    const int64_t spans = l.outer * l.channels;
+    const int64_t chunks = spans * per_span;
+    if (!run) return chunks;
+#pragma omp parallel for schedule(static) if (chunks > 1 && spans * l.inner > kParallelMin)
+    for (int64_t t = 0; t < chunks; t++) {
+        const int64_t span = t / per_span, k = t % per_span;
+        const int64_t begin = span * l.inner + k * kChunk;
+        const int64_t end = std::min(begin + kChunk, (span + 1) * l.inner);
+        fn(t, span % l.channels, begin, end);
+    }
+    return chunks;
+}
+
+int64_t chunk_count(const ChannelLayout& l) {
+    return for_each_chunk(l, [](int64_t, int64_t, int64_t, int64_t) {}, false);
+}
+
+// y = dequantize(clamp(quantize(x))), channel by channel.
+Tensor fake_quantize_forward(const Tensor& x, const std::vector<Step>& steps, const ChannelLayout& l,
+                             float qmin, float qmax) {
+    Tensor out = Tensor::zeros(x.shape());
+    const float* xp = x.data();
+    float* yp = out.data();
+    for_each_chunk(l, [&](int64_t, int64_t c, int64_t begin, int64_t end) {
+        const Step st = steps[c];
+#pragma omp simd
+        for (int64_t i = begin; i < end; i++) {
+            const float q = clamp_level(quantize_unclamped(xp[i], st.scale, st.zero_point),
+                                        st.zero_point, qmin, qmax);
+            yp[i] = dequantize(q, st.scale, st.zero_point);
+        }
+    });
+    return out;
+}
+
+// dx += dy where the unclamped level is in range (the straight-through estimator).
+void straight_through_backward(Tensor x, Tensor out, const std::vector<Step>& steps,
+                               const ChannelLayout& l, float qmin, float qmax) {
+    const float* xp = x.data();
+    const float* dy = out.grad();
+    float* dx = x.grad();
+    for_each_chunk(l, [&](int64_t, int64_t c, int64_t begin, int64_t end) {
+        const Step st = steps[c];
+#pragma omp simd
+        for (int64_t i = begin; i < end; i++) {
+            const float q = quantize_unclamped(xp[i], st.scale, st.zero_point);
+            dx[i] += in_range(q, qmin, qmax) ? dy[i] : 0.0f;
+        }
+    });
+}
+
+std::vector<Step> steps_of(const QuantParams& p) {
+    std::vector<Step> steps;
+    for (size_t c = 0; c < p.channels(); c++) steps.push_back({p.scales[c], float(p.zero_points[c])});
+    return steps;
+}
+
+}  // namespace
+
+// ---- fixed ranges -------------------------------------------------------------------
+
+Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantScheme& scheme,
+                     const std::string& name) {
+    validate(params, scheme, x.shape(), name);
+    const ChannelLayout l = channel_layout(scheme, x.shape());
+    const float qmin = float(scheme.qmin()), qmax = float(scheme.qmax());
+    std::vector<Step> steps = steps_of(params);
+    Tensor out = fake_quantize_forward(x, steps, l, qmin, qmax);
+    if (needs_grad({&x})) {
+        record("fake_quantize", out, [x = x, out, steps = std::move(steps), l, qmin, qmax]() {
+            straight_through_backward(x, out, steps, l, qmin, qmax);
+        });
+    }
+    return out;
+}
+
+// ---- learned ranges (LSQ, LSQ+) ----------------------------------------------------------
+
+float lsq_grad_factor(int64_t numel, const QuantScheme& scheme) {
+    return float(1.0 / std::sqrt(double(numel) * double(scheme.qmax())));
+}
+
+Tensor fake_quantize_learned(const Tensor& x, const Tensor& scale, const Tensor& zero_point,
+                             const QuantScheme& scheme, float grad_factor, const std::string& name) {
+    validate(scheme, x.shape(), name);
+    const ChannelLayout l = channel_layout(scheme, x.shape());
+    if (scale.numel() != l.channels) {
+        throw QuantError(name + ": " + std::to_string(scale.numel()) + " scales for " +
+                         to_string(scheme) + " of shape " + shape_str(x.shape()) + " (need " +
+                         std::to_string(l.channels) + ")");
+    }
+    const bool learned_offset = zero_point.defined();
+    if (learned_offset && zero_point.numel() != l.channels) {
+        throw QuantError(name + ": " + std::to_string(zero_point.numel()) + " zero points for " +
+                         std::to_string(l.channels) + " scales");
+    }
+    if (!learned_offset && !scheme.symmetric) {
+        throw QuantError(name + ": " + to_string(scheme) +
+                         " needs a learned zero point (LSQ+); LSQ alone fixes it for symmetric schemes");
+    }
+    const float qmin = float(scheme.qmin()), qmax = float(scheme.qmax());
+    std::vector<Step> steps(size_t(l.channels));
+    for (int64_t c = 0; c < l.channels; c++) {
+        steps[c].scale = std::max(scale.data()[c], kMinScale);  // NaN becomes kMinScale too
+        steps[c].zero_point = learned_offset
+                                  ? std::clamp(std::nearbyint(zero_point.data()[c]), qmin, qmax)
+                                  : float(scheme.symmetric_zero_point());
+    }
+    Tensor out = fake_quantize_forward(x, steps, l, qmin, qmax);
+    if (!needs_grad({&x, &scale, &zero_point})) return out;
+
+    record("fake_quantize_learned", out,
+           [x = x, scale = scale, zero_point = zero_point, out, steps, l, qmin, qmax, grad_factor]() mutable {
+        const float* xp = x.data();
+        const float* dy = out.grad();
+        float* dx = x.requires_grad() ? x.grad() : nullptr;
+        // Per chunk: sum of dy * dy/ds and of dy * dy/dz.
+        std::vector<double> dscale(size_t(chunk_count(l)), 0.0), dzero(dscale.size(), 0.0);
+        std::vector<int64_t> channel_of(dscale.size());
+        for_each_chunk(l, [&](int64_t t, int64_t c, int64_t begin, int64_t end) {
+            const Step st = steps[c];
+            double ds = 0, dz = 0;
+#pragma omp simd reduction(+ : ds, dz)
+            for (int64_t i = begin; i < end; i++) {
+                const float q = quantize_unclamped(xp[i], st.scale, st.zero_point);
+                const bool below = q < qmin, above = q > qmax, inside = in_range(q, qmin, qmax);
+                const float ds_dq = inside  ? (q - st.zero_point) - xp[i] / st.scale
+                                    : below ? qmin - st.zero_point
+                                    : above ? qmax - st.zero_point
+                                            : 0.0f;  // NaN
+                ds += double(dy[i] * ds_dq);
+                dz += (below || above) ? double(dy[i] * -st.scale) : 0.0;
+                if (dx) dx[i] += inside ? dy[i] : 0.0f;
+            }
+            dscale[t] = ds;
+            dzero[t] = dz;
+            channel_of[t] = c;
+        });
+        std::vector<double> ds_sum(size_t(l.channels), 0.0), dz_sum(size_t(l.channels), 0.0);
+        for (size_t t = 0; t < dscale.size(); t++) {
+            ds_sum[channel_of[t]] += dscale[t];
+            dz_sum[channel_of[t]] += dzero[t];
+        }
+        if (scale.requires_grad()) {
+            float* g = scale.grad();
+            for (int64_t c = 0; c < l.channels; c++) g[c] += float(grad_factor * ds_sum[c]);
+        }
+        if (zero_point.defined() && zero_point.requires_grad()) {
+            float* g = zero_point.grad();
+            for (int64_t c = 0; c < l.channels; c++) g[c] += float(grad_factor * dz_sum[c]);
+        }
+    });
+    return out;
+}
+
+// ---- PACT -----------------------------------------------------------------------------
+
+QuantParams pact_qparams(float alpha, const QuantScheme& scheme) {
+    const float levels = float(scheme.qmax() - scheme.qmin());
+    return {{std::max(alpha / levels, kMinScale)}, {scheme.qmin()}};
+}
+
+Tensor pact(const Tensor& x, const Tensor& alpha, const QuantScheme& scheme, const std::string& name) {
+    scheme.validate(name);
+    if (alpha.numel() != 1) {
+        throw QuantError(name + ": PACT's alpha has " + std::to_string(alpha.numel()) +
+                         " elements, needs 1");
+    }
+    if (scheme.per_channel || scheme.symmetric) {
+        throw QuantError(name + ": PACT clips to [0, alpha] with zero point qmin: it needs a "
+                         "per-tensor asymmetric scheme, not " + to_string(scheme));
+    }
+    // Quantizing x itself with z = qmin equals quantizing clamp(x, 0, alpha):
+    // below 0 the level clamps to qmin (real 0), above alpha to qmax (alpha).
+    const QuantParams p = pact_qparams(alpha.data()[0], scheme);
+    const std::vector<Step> steps = steps_of(p);
+    const ChannelLayout l = channel_layout(scheme, x.shape());
+    Tensor out = fake_quantize_forward(x, steps, l, float(scheme.qmin()), float(scheme.qmax()));
+    if (!needs_grad({&x, &alpha})) return out;
+
+    record("pact", out, [x = x, alpha = alpha, out, l]() mutable {
+        const float a = alpha.data()[0];
+        const float* xp = x.data();
+        const float* dy = out.grad();
+        float* dx = x.requires_grad() ? x.grad() : nullptr;
+        std::vector<double> dalpha(size_t(chunk_count(l)), 0.0);
+        for_each_chunk(l, [&](int64_t t, int64_t, int64_t begin, int64_t end) {
+            double da = 0;
+#pragma omp simd reduction(+ : da)
+            for (int64_t i = begin; i < end; i++) {
+                da += xp[i] >= a ? double(dy[i]) : 0.0;
+                if (dx) dx[i] += (xp[i] >= 0.0f && xp[i] < a) ? dy[i] : 0.0f;
+            }
+            dalpha[t] = da;
+        });
+        if (alpha.requires_grad()) {
+            double sum = 0;
+            for (double d : dalpha) sum += d;
+            alpha.grad()[0] += float(sum);
+        }
+    });
+    return out;
+}
+
+}  // namespace qf::quant
