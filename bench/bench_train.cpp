@@ -177,8 +177,8 @@ int run_model(const std::string& arch, const Options& opt) {
     }
     // One line for scripts; torch_train.py prints the same keys.
     std::printf("RESULT framework=qforge model=%s batch=%d threads=%d steps=%d median_ms=%.3f "
-                "img_per_s=%.1f peak_rss_mb=%.1f profile=%d\n",
-                arch.c_str(), opt.batch, opt.threads, opt.steps, med, opt.batch * 1000.0 / med,
+                "img_per_s=%.1f best_ms=%.3f peak_rss_mb=%.1f profile=%d\n",
+                arch.c_str(), opt.batch, opt.threads, opt.steps, med, opt.batch * 1000.0 / med, best,
                 peak_rss_mb(), (int)opt.profile);
     std::fflush(stdout);
     return 0;

@@ -1,7 +1,9 @@
 """Reads the RESULT lines of bench_train and torch_train.py (from files named
 on the command line, or stdin) and prints one markdown table row per model:
 median images/s over the repetitions, the ratio qforge/PyTorch, and each
-side's largest peak RSS.
+side's largest peak RSS. On a machine shared with other work the medians
+carry the load; the fastest single step of all repetitions (the "best step"
+columns) is the closer estimate of an idle machine.
 
     python3 bench/speed_table.py results.txt
 """
@@ -18,24 +20,32 @@ def parse(lines):
     return runs
 
 
+def summarize(runs):
+    """-> median img/s, best-step img/s, largest peak RSS MB, number of runs; or None."""
+    if not runs:
+        return None
+    batch = float(runs[0]["batch"])
+    return (statistics.median(float(r["img_per_s"]) for r in runs),
+            max(batch * 1000.0 / float(r["best_ms"]) for r in runs),
+            max(float(r["peak_rss_mb"]) for r in runs), len(runs))
+
+
 def table(runs):
     models = list(dict.fromkeys(r["model"] for r in runs))  # first-seen order
-    rows = ["| model | qforge img/s | PyTorch img/s | ratio qforge/PyTorch | qforge peak RSS MB "
-            "| PyTorch peak RSS MB | runs (qforge, PyTorch) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| model | qforge img/s | PyTorch img/s | ratio qforge/PyTorch "
+            "| best step img/s: qforge / PyTorch (ratio) "
+            "| qforge peak RSS MB | PyTorch peak RSS MB | runs (qforge, PyTorch) |",
+            "|---|---|---|---|---|---|---|---|"]
     for model in models:
-        side = {}
-        for fw in ("qforge", "pytorch"):
-            mine = [r for r in runs if r["model"] == model and r["framework"] == fw]
-            if mine:
-                side[fw] = (statistics.median(float(r["img_per_s"]) for r in mine),
-                            max(float(r["peak_rss_mb"]) for r in mine), len(mine))
-        q, p = side.get("qforge"), side.get("pytorch")
+        q, p = (summarize([r for r in runs if r["model"] == model and r["framework"] == fw])
+                for fw in ("qforge", "pytorch"))
+        def cell(s, i, fmt="{:.0f}"):
+            return fmt.format(s[i]) if s else "-"
         ratio = f"{q[0] / p[0]:.2f}" if q and p else "-"
-        cell = lambda s, i, fmt: fmt.format(s[i]) if s else "-"
-        rows.append(f"| {model} | {cell(q, 0, '{:.0f}')} | {cell(p, 0, '{:.0f}')} | {ratio} "
-                    f"| {cell(q, 1, '{:.0f}')} | {cell(p, 1, '{:.0f}')} "
-                    f"| {cell(q, 2, '{}')}, {cell(p, 2, '{}')} |")
+        best_ratio = f" ({q[1] / p[1]:.2f})" if q and p else ""
+        rows.append(f"| {model} | {cell(q, 0)} | {cell(p, 0)} | {ratio} "
+                    f"| {cell(q, 1)} / {cell(p, 1)}{best_ratio} "
+                    f"| {cell(q, 2)} | {cell(p, 2)} | {cell(q, 3, '{}')}, {cell(p, 3, '{}')} |")
     return "\n".join(rows)
 
 

@@ -70,7 +70,9 @@ if [ -n "$out" ]; then
     echo "Training images/s (forward, cross-entropy, backward, SGD momentum 0.9 + weight decay"
     echo "5e-4) at batch $(grep -m1 -o 'batch=[0-9]*' "$results" | cut -d= -f2) on random 1x28x28 data;"
     echo "median over $reps repetitions of the median of $steps steps after $warmup warmup steps;"
-    echo "ratio above 1 means qforge is faster. Peak RSS is each process's ru_maxrss"
+    echo "ratio above 1 means qforge is faster. The best-step column takes the fastest single"
+    echo "step of all repetitions: the closer estimate of an idle machine when others share it."
+    echo "Peak RSS is each process's ru_maxrss"
     echo "(PyTorch's includes the torch library itself)."
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
