@@ -226,6 +226,27 @@ TEST_CASE("image decoding: an absurd declared size is refused before decoding") 
     CHECK(warnings[0].find("declared size absurd") != std::string::npos);
 }
 
+TEST_CASE("image decoding: inputs that hit stb 2.27 bugs (found by fuzzing) are refused") {
+    TempDir dir;
+    write_image(dir / "ok.jpg", solid(8, 8, 3, {9, 9, 9}));
+    std::vector<uint8_t> jpeg = read_bytes(dir / "ok.jpg");
+    // A DHT segment right after SOI whose 16 code counts add up to 510.
+    std::vector<uint8_t> dht = {0xff, 0xc4, 0x00, 0x13, 0x00, 0xff, 0xff};
+    dht.resize(4 + 0x13, 0);
+    jpeg.insert(jpeg.begin() + 2, dht.begin(), dht.end());
+    Image out;
+    CHECK_THROWS_WITH_AS(decode_image(jpeg.data(), jpeg.size(), 3, {}, "dht.jpg", out),
+                         doctest::Contains("dht.jpg: corrupt JPEG (a Huffman table declares 510 symbols"), ImageError);
+
+    // A PNG whose IDAT declares 2 GB that are not there: refused without
+    // stb allocating them.
+    std::vector<uint8_t> png = png_header_only(4, 4);
+    std::vector<uint8_t> idat = {0x7f, 0xff, 0xff, 0xf0, 'I', 'D', 'A', 'T', 0x78, 0x9c};
+    png.insert(png.end() - 12, idat.begin(), idat.end());
+    CHECK_THROWS_WITH_AS(decode_image(png.data(), png.size(), 3, {}, "idat.png", out),
+                         doctest::Contains("idat.png: corrupt or truncated image (outofmem)"), ImageError);
+}
+
 TEST_CASE("image writing: unknown extension") {
     TempDir dir;
     CHECK_THROWS_WITH_AS(write_image(dir / "x.gif", solid(2, 2, 1, {0})), doctest::Contains("unknown image extension"),
