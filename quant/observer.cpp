@@ -216,12 +216,17 @@ Range MseObserver::channel_range(int64_t c) const {
     const Range full{std::min(h.seen().min, 0.0f), std::max(h.seen().max, 0.0f)};
     Range best = full;
     double best_err = std::numeric_limits<double>::infinity();
-    // From the widest down, so that a tie keeps the wider range.
-    for (int k = kSteps; k >= 1; k--) {
-        const float a = float(k) / kSteps;
-        const Range candidate{a * full.min, a * full.max};
+    auto consider = [&](Range candidate) {
         const double err = histogram_quantization_mse(h, choose_qparams(candidate, scheme()), scheme());
         if (err < best_err) best_err = err, best = candidate;
+    };
+    // Both ends shrunk together, from the widest down (a tie keeps the wider).
+    for (int k = kSteps; k >= 1; k--) consider({full.min * k / kSteps, full.max * k / kSteps});
+    // Then each end on its own, the other held (a lone outlier on one side
+    // should not clip the other), twice round.
+    for (int round = 0; round < 2; round++) {
+        for (int k = kSteps; k >= 1; k--) consider({best.min, full.max * k / kSteps});
+        for (int k = kSteps; k >= 1; k--) consider({full.min * k / kSteps, best.max});
     }
     return best;
 }
