@@ -260,6 +260,7 @@ const std::vector<ConfigKey>& config_keys() {
         number("train.label_smoothing", FIELD(train.label_smoothing), 0, 1, "label smoothing of the cross-entropy loss"),
         integer("train.log_every", FIELD(train.log_every), 1, 1000000, "steps between log lines (when not on a terminal) and metrics records"),
         integer("train.checkpoint_every_steps", FIELD(train.checkpoint_every_steps), 0, kNoLimit, "also checkpoint every N steps; 0 = at the end of each epoch only"),
+        integer("train.stop_after_steps", FIELD(train.stop_after_steps), 0, kNoLimit, "end the run after N optimizer steps, checkpointing first as an interrupted run would; 0 = never"),
         boolean("train.eval_only", FIELD(train.eval_only), "evaluate the weights of train.resume (or the initial ones) and stop"),
         string("train.resume", FIELD(train.resume), "checkpoint to continue from exactly; empty = start fresh"),
 

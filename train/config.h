@@ -77,6 +77,7 @@ struct TrainConfig {
     double label_smoothing = 0.0;
     int log_every = 50;                  // steps between plain log lines and metrics records
     int64_t checkpoint_every_steps = 0;  // 0 = checkpoint at the end of each epoch only
+    int64_t stop_after_steps = 0;        // end this run after N steps (with a checkpoint); 0 = never
     bool eval_only = false;              // evaluate train.resume (or the initial weights) and stop
     std::string resume;                  // checkpoint to continue from; empty = start fresh
 

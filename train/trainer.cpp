@@ -121,7 +121,12 @@ TrainSummary Trainer::run() {
     const int64_t per_epoch = train_loader_->batches_per_epoch();
     if (skip >= per_epoch) start_epoch++, skip = 0;
     for (int64_t epoch = start_epoch; epoch < cfg_.train.epochs; epoch++) {
-        train_epoch(epoch, skip);
+        if (!train_epoch(epoch, skip)) {
+            std::cout << "stopped after " << steps_this_run_ << " steps (train.stop_after_steps); resume with --resume "
+                      << checkpoint_path_ << "\n";
+            summary.stopped_early = true;
+            break;
+        }
         skip = 0;
         EvalResult e = evaluate();
         std::cout << "epoch " << epoch + 1 << "/" << cfg_.train.epochs << ": test loss " << e.loss
@@ -137,7 +142,7 @@ TrainSummary Trainer::run() {
     return summary;
 }
 
-void Trainer::train_epoch(int64_t epoch, int64_t skip_batches) {
+bool Trainer::train_epoch(int64_t epoch, int64_t skip_batches) {
     const int64_t per_epoch = train_loader_->batches_per_epoch();
     train_loader_->start_epoch(epoch, skip_batches);
     model_->train();
@@ -181,8 +186,14 @@ void Trainer::train_epoch(int64_t epoch, int64_t skip_batches) {
         if (cfg_.train.checkpoint_every_steps > 0 && global_step_ % cfg_.train.checkpoint_every_steps == 0 &&
             step_in_epoch < per_epoch)
             write_checkpoint(epoch, step_in_epoch);
+        if (++steps_this_run_ == cfg_.train.stop_after_steps) {
+            write_checkpoint(epoch, step_in_epoch);
+            progress.finish();
+            return false;
+        }
     }
     progress.finish();
+    return true;
 }
 
 }  // namespace qf::train

@@ -38,6 +38,7 @@ struct TrainSummary {
     double train_images_per_s = 0;
     int64_t steps = 0;
     std::string checkpoint;  // path of the last checkpoint written
+    bool stopped_early = false;  // by train.stop_after_steps
 };
 
 class Trainer {
@@ -52,7 +53,8 @@ public:
     const Config& config() const { return cfg_; }
 
 private:
-    void train_epoch(int64_t epoch, int64_t skip_batches);
+    // False when train.stop_after_steps ended the run inside this epoch.
+    bool train_epoch(int64_t epoch, int64_t skip_batches);
     void write_checkpoint(int64_t epoch, int64_t step_in_epoch);
 
     Config cfg_;
@@ -63,6 +65,7 @@ private:
     std::unique_ptr<LrSchedule> schedule_;
     std::unique_ptr<MetricsLog> metrics_;
     int64_t global_step_ = 0;
+    int64_t steps_this_run_ = 0;
     std::string checkpoint_path_;
     std::string last_checkpoint_;  // empty until one is written or resumed from
     double images_per_s_ = 0;

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The `train` binary on bad input: each case must exit non-zero with a
+# message naming what is wrong, and never crash.
+#   tests/e2e/cli.sh PATH/TO/train
+set -u
+TRAIN=$1
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+passed=0 failed=0
+
+# expect NAME EXIT_CODE TEXT -- COMMAND...: runs COMMAND, checks its exit code
+# and that TEXT appears in what it printed.
+expect() {
+    local name=$1 code=$2 text=$3
+    shift 4
+    local out rc
+    out=$("$@" 2>&1)
+    rc=$?
+    if [[ $rc -eq $code && "$out" == *"$text"* ]]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name: exit $rc (expected $code), output:"
+        echo "$out" | tail -5
+    fi
+}
+
+echo '{"model": {"arch": "lenet",}' > "$TMP/malformed.json"
+expect "malformed JSON" 2 "malformed.json" -- "$TRAIN" "$TMP/malformed.json"
+echo '{"optimizer": {"learning_rate": 0.1}}' > "$TMP/unknown.json"
+expect "unknown key" 2 "did you mean 'optimizer.lr'" -- "$TRAIN" "$TMP/unknown.json"
+echo '{"train": {"epochs": "three"}}' > "$TMP/type.json"
+expect "wrong type" 2 "train.epochs" -- "$TRAIN" "$TMP/type.json"
+expect "out of range" 2 "optimizer.lr" -- "$TRAIN" configs/smoke.json optimizer.lr=-1
+expect "bad choice" 2 "model.arch" -- "$TRAIN" configs/smoke.json model.arch=vgg
+expect "missing config" 2 "nonexistent.json" -- "$TRAIN" "$TMP/nonexistent.json"
+expect "missing dataset folder" 1 "$TMP/nope" -- "$TRAIN" configs/smoke.json data.format=folder \
+    data.train_dir="$TMP/nope" data.val_dir="$TMP/nope" out_dir="$TMP/run"
+mkdir -p "$TMP/empty"
+expect "empty dataset folder" 1 "$TMP/empty" -- "$TRAIN" configs/smoke.json data.format=folder \
+    data.train_dir="$TMP/empty" data.val_dir="$TMP/empty" out_dir="$TMP/run"
+mkdir -p "$TMP/noimg/cat"
+touch "$TMP/noimg/cat/readme.txt"
+expect "class folder without images" 1 "cat" -- "$TRAIN" configs/smoke.json data.format=folder \
+    data.train_dir="$TMP/noimg" data.val_dir="$TMP/noimg" out_dir="$TMP/run"
+expect "missing IDX file" 1 "$TMP/none.gz" -- "$TRAIN" configs/smoke.json data.train_images="$TMP/none.gz"
+
+# A checkpoint of another architecture: the first tensor that differs is named.
+"$TRAIN" configs/smoke.json out_dir="$TMP/lenet" train.stop_after_steps=1 > /dev/null 2>&1
+expect "checkpoint of another arch" 1 "tensor 'model." -- "$TRAIN" configs/smoke.json model.arch=resnet20 \
+    --resume "$TMP/lenet/last.safetensors" --eval-only out_dir="$TMP/r20"
+head -c 1000 "$TMP/lenet/last.safetensors" > "$TMP/truncated.safetensors"
+expect "truncated checkpoint" 1 "truncated.safetensors" -- "$TRAIN" configs/smoke.json \
+    --resume "$TMP/truncated.safetensors" --eval-only
+expect "eval-only on a good checkpoint" 0 "test top-1" -- "$TRAIN" configs/smoke.json \
+    --resume "$TMP/lenet/last.safetensors" --eval-only
+
+echo "cli: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
