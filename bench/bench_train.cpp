@@ -89,6 +89,14 @@ double peak_rss_mb() {
     return ru.ru_maxrss / 1024.0;  // kilobytes on Linux
 }
 
+// Minor page faults so far: each is a fresh page of memory touched for the
+// first time, so many per step mean buffers returned to the OS and re-mapped.
+long page_faults() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     const size_t n = v.size();
@@ -136,8 +144,10 @@ int run_model(const std::string& arch, const Options& opt) {
 
     std::vector<double> step_ms;
     float loss_value = 0.0f;
+    long faults_at_start = 0;
     for (int i = 0; i < opt.warmup + opt.steps; i++) {
         const bool timed = i >= opt.warmup;
+        if (i == opt.warmup) faults_at_start = page_faults();
         OpProfile* prof = opt.profile && timed ? &profile : nullptr;
         const auto t0 = Clock::now();
         sgd.zero_grad();
@@ -167,19 +177,20 @@ int run_model(const std::string& arch, const Options& opt) {
 
     const double med = median(step_ms);
     const double best = *std::min_element(step_ms.begin(), step_ms.end());
+    const double faults_per_step = double(page_faults() - faults_at_start) / opt.steps;
     std::printf("%s: batch %d, %d threads, %d timed steps after %d warmup: median %.1f ms/step "
-                "(best %.1f), %.0f img/s, peak RSS %.0f MB, last loss %.3f\n",
+                "(best %.1f), %.0f img/s, peak RSS %.0f MB, %.0f page faults/step, last loss %.3f\n",
                 arch.c_str(), opt.batch, opt.threads, opt.steps, opt.warmup, med, best,
-                opt.batch * 1000.0 / med, peak_rss_mb(), loss_value);
+                opt.batch * 1000.0 / med, peak_rss_mb(), faults_per_step, loss_value);
     if (opt.profile) {
         std::printf("(profiled steps: markers and timers add a little to every op)\n");
         profile.print(opt.steps);
     }
     // One line for scripts; torch_train.py prints the same keys.
     std::printf("RESULT framework=qforge model=%s batch=%d threads=%d steps=%d median_ms=%.3f "
-                "img_per_s=%.1f best_ms=%.3f peak_rss_mb=%.1f profile=%d\n",
+                "img_per_s=%.1f best_ms=%.3f peak_rss_mb=%.1f page_faults_per_step=%.0f profile=%d\n",
                 arch.c_str(), opt.batch, opt.threads, opt.steps, med, opt.batch * 1000.0 / med, best,
-                peak_rss_mb(), (int)opt.profile);
+                peak_rss_mb(), faults_per_step, (int)opt.profile);
     std::fflush(stdout);
     return 0;
 }

@@ -59,16 +59,19 @@ def run_model(arch, args):
 
     step_ms = []
     for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            faults_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         loss = step()
         ms = (time.perf_counter() - t0) * 1000.0
         if i >= args.warmup:
             step_ms.append(ms)
     med = statistics.median(step_ms)
+    faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_at_start) / args.steps
     print(f"{arch}: batch {args.batch}, {args.threads} threads (BLIS {os.environ['BLIS_NUM_THREADS']}), "
           f"{args.steps} timed steps after {args.warmup} warmup: median {med:.1f} ms/step "
           f"(best {min(step_ms):.1f}), {args.batch * 1000.0 / med:.0f} img/s, "
-          f"peak RSS {peak_rss_mb():.0f} MB, last loss {loss.item():.3f}")
+          f"peak RSS {peak_rss_mb():.0f} MB, {faults_per_step:.0f} page faults/step, last loss {loss.item():.3f}")
 
     if args.profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -79,7 +82,8 @@ def run_model(arch, args):
 
     print(f"RESULT framework=pytorch model={arch} batch={args.batch} threads={args.threads} "
           f"steps={args.steps} median_ms={med:.3f} img_per_s={args.batch * 1000.0 / med:.1f} "
-          f"best_ms={min(step_ms):.3f} peak_rss_mb={peak_rss_mb():.1f} profile={int(args.profile)}", flush=True)
+          f"best_ms={min(step_ms):.3f} peak_rss_mb={peak_rss_mb():.1f} "
+          f"page_faults_per_step={faults_per_step:.0f} profile={int(args.profile)}", flush=True)
 
 
 def main():
