@@ -26,8 +26,10 @@ inline float quantize_unclamped(float x, float scale, float zero_point) {
 }
 
 // Clamped to [qmin, qmax]; NaN becomes the zero point (real 0), as infer::quantize.
+// (Plain selects, not std::min/max, which return references and defeat vectorization.)
 inline float clamp_level(float q, float zero_point, float qmin, float qmax) {
-    return q != q ? zero_point : std::min(std::max(q, qmin), qmax);
+    const float clamped = q < qmin ? qmin : q > qmax ? qmax : q;
+    return q != q ? zero_point : clamped;
 }
 
 inline float dequantize(float q, float scale, float zero_point) { return (q - zero_point) * scale; }
@@ -39,6 +41,73 @@ inline bool in_range(float q, float qmin, float qmax) { return q >= qmin && q <=
 struct Step {
     float scale, zero_point;
 };
+
+// ---- the inner loops over n elements of one channel (vectorized) ----------
+
+// y = dequantize(clamp(quantize(x)))
+void fake_quantize_span(const float* __restrict x, float* __restrict y, int64_t n, Step st,
+                        float qmin, float qmax) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const float q = clamp_level(quantize_unclamped(x[i], st.scale, st.zero_point), st.zero_point, qmin, qmax);
+        y[i] = dequantize(q, st.scale, st.zero_point);
+    }
+}
+
+// dx += dy where the unclamped level is in range (the straight-through estimator).
+void straight_through_span(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
+                           int64_t n, Step st, float qmin, float qmax) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const float q = quantize_unclamped(x[i], st.scale, st.zero_point);
+        dx[i] += in_range(q, qmin, qmax) ? dy[i] : 0.0f;
+    }
+}
+
+// The learned-range backward (fake_quant.h): dx += dy inside the range (when
+// dx is not null); returns the sums of dy * dy/ds and of dy * dy/dz.
+struct StepGrad {
+    double dscale = 0, dzero_point = 0;
+};
+StepGrad learned_span(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
+                      int64_t n, Step st, float qmin, float qmax) {
+    // float sums within a chunk (at most kChunk terms), double across chunks.
+    // GCC 12 leaves this loop scalar under its default -ftrapping-math (the
+    // selects are not if-converted); with -fno-trapping-math it vectorizes
+    // (measured: LSQ+ forward+backward 1.6M elements, 1 thread: ~23 ms
+    // against ~10 ms for the fixed-range op).
+    float ds = 0, dz = 0;
+#pragma omp simd reduction(+ : ds, dz)
+    for (int64_t i = 0; i < n; i++) {
+        const float q = quantize_unclamped(x[i], st.scale, st.zero_point);
+        const float ratio = x[i] / st.scale;  // q's division again (the compiler shares it),
+                                              // outside the selects so that they vectorize
+        const bool below = q < qmin, above = q > qmax, inside = in_range(q, qmin, qmax);
+        const float ds_dq = inside  ? (q - st.zero_point) - ratio
+                            : below ? qmin - st.zero_point
+                            : above ? qmax - st.zero_point
+                                    : 0.0f;  // NaN
+        ds += dy[i] * ds_dq;
+        dz += (below || above) ? dy[i] * -st.scale : 0.0f;
+    }
+    if (dx) straight_through_span(x, dy, dx, n, st, qmin, qmax);
+    return {ds, dz};
+}
+
+// PACT's backward: dx += dy where 0 <= x < alpha; returns the sum of dy where x >= alpha.
+double pact_span(const float* __restrict x, const float* __restrict dy, float* __restrict dx, int64_t n,
+                 float alpha) {
+    float da = 0;
+#pragma omp simd reduction(+ : da)
+    for (int64_t i = 0; i < n; i++) da += x[i] >= alpha ? dy[i] : 0.0f;
+    if (dx) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) dx[i] += (x[i] >= 0.0f && x[i] < alpha) ? dy[i] : 0.0f;
+    }
+    return da;
+}
+
+// ---- walking a tensor in chunks -------------------------------------------------
 
 // Calls fn(chunk, channel, begin, end) for every chunk of x's elements, in
 // parallel; a chunk lies within one channel's contiguous span.
@@ -62,37 +131,24 @@ int64_t chunk_count(const ChannelLayout& l) {
     return for_each_chunk(l, [](int64_t, int64_t, int64_t, int64_t) {}, false);
 }
 
-// y = dequantize(clamp(quantize(x))), channel by channel.
 Tensor fake_quantize_forward(const Tensor& x, const std::vector<Step>& steps, const ChannelLayout& l,
                              float qmin, float qmax) {
-    Tensor out = Tensor::zeros(x.shape());
+    Tensor out = Tensor::empty(x.shape());  // every element is written below
     const float* xp = x.data();
     float* yp = out.data();
     for_each_chunk(l, [&](int64_t, int64_t c, int64_t begin, int64_t end) {
-        const Step st = steps[c];
-#pragma omp simd
-        for (int64_t i = begin; i < end; i++) {
-            const float q = clamp_level(quantize_unclamped(xp[i], st.scale, st.zero_point),
-                                        st.zero_point, qmin, qmax);
-            yp[i] = dequantize(q, st.scale, st.zero_point);
-        }
+        fake_quantize_span(xp + begin, yp + begin, end - begin, steps[c], qmin, qmax);
     });
     return out;
 }
 
-// dx += dy where the unclamped level is in range (the straight-through estimator).
 void straight_through_backward(Tensor x, Tensor out, const std::vector<Step>& steps,
                                const ChannelLayout& l, float qmin, float qmax) {
     const float* xp = x.data();
     const float* dy = out.grad();
     float* dx = x.grad();
     for_each_chunk(l, [&](int64_t, int64_t c, int64_t begin, int64_t end) {
-        const Step st = steps[c];
-#pragma omp simd
-        for (int64_t i = begin; i < end; i++) {
-            const float q = quantize_unclamped(xp[i], st.scale, st.zero_point);
-            dx[i] += in_range(q, qmin, qmax) ? dy[i] : 0.0f;
-        }
+        straight_through_span(xp + begin, dy + begin, dx + begin, end - begin, steps[c], qmin, qmax);
     });
 }
 
@@ -165,22 +221,10 @@ Tensor fake_quantize_learned(const Tensor& x, const Tensor& scale, const Tensor&
         std::vector<double> dscale(size_t(chunk_count(l)), 0.0), dzero(dscale.size(), 0.0);
         std::vector<int64_t> channel_of(dscale.size());
         for_each_chunk(l, [&](int64_t t, int64_t c, int64_t begin, int64_t end) {
-            const Step st = steps[c];
-            double ds = 0, dz = 0;
-#pragma omp simd reduction(+ : ds, dz)
-            for (int64_t i = begin; i < end; i++) {
-                const float q = quantize_unclamped(xp[i], st.scale, st.zero_point);
-                const bool below = q < qmin, above = q > qmax, inside = in_range(q, qmin, qmax);
-                const float ds_dq = inside  ? (q - st.zero_point) - xp[i] / st.scale
-                                    : below ? qmin - st.zero_point
-                                    : above ? qmax - st.zero_point
-                                            : 0.0f;  // NaN
-                ds += double(dy[i] * ds_dq);
-                dz += (below || above) ? double(dy[i] * -st.scale) : 0.0;
-                if (dx) dx[i] += inside ? dy[i] : 0.0f;
-            }
-            dscale[t] = ds;
-            dzero[t] = dz;
+            const StepGrad g = learned_span(xp + begin, dy + begin, dx ? dx + begin : nullptr, end - begin,
+                                            steps[c], qmin, qmax);
+            dscale[t] = g.dscale;
+            dzero[t] = g.dzero_point;
             channel_of[t] = c;
         });
         std::vector<double> ds_sum(size_t(l.channels), 0.0), dz_sum(size_t(l.channels), 0.0);
@@ -232,13 +276,7 @@ Tensor pact(const Tensor& x, const Tensor& alpha, const QuantScheme& scheme, con
         float* dx = x.requires_grad() ? x.grad() : nullptr;
         std::vector<double> dalpha(size_t(chunk_count(l)), 0.0);
         for_each_chunk(l, [&](int64_t t, int64_t, int64_t begin, int64_t end) {
-            double da = 0;
-#pragma omp simd reduction(+ : da)
-            for (int64_t i = begin; i < end; i++) {
-                da += xp[i] >= a ? double(dy[i]) : 0.0;
-                if (dx) dx[i] += (xp[i] >= 0.0f && xp[i] < a) ? dy[i] : 0.0f;
-            }
-            dalpha[t] = da;
+            dalpha[t] = pact_span(xp + begin, dy + begin, dx ? dx + begin : nullptr, end - begin, a);
         });
         if (alpha.requires_grad()) {
             double sum = 0;
