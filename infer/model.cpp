@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "infer/kernels/reference/reference.h"
+#include "infer/overloaded.h"
 #include "infer/quantize.h"
 
 namespace qf::infer {
@@ -14,11 +15,6 @@ namespace {
 // Largest activation per image (elements); far above any real model's, low
 // enough that the sizes of a batch stay well inside int64 and memory.
 constexpr int64_t kMaxValueElements = int64_t(1) << 26;
-
-template <class... Fs>
-struct Overloaded : Fs... {
-    using Fs::operator()...;
-};
 
 std::string shape_string(int h, int w, int c) {
     return std::to_string(h) + "x" + std::to_string(w) + "x" + std::to_string(c);
@@ -221,6 +217,12 @@ void Model::add_step(const OpSpec& op, size_t index, const std::string& name, st
     value_index[op.output] = int(values_.size());
     steps_.push_back({op.name, op_type_name(op.op), inputs, int(values_.size()), std::move(kernel)});
     values_.push_back(out);
+}
+
+int64_t Model::activation_elements() const {
+    int64_t total = 0;
+    for (int64_t e : buffer_elements_) total += e;
+    return total;
 }
 
 void Model::ensure_capacity(int batch) {

@@ -43,6 +43,8 @@ public:
     const std::vector<std::string>& class_names() const { return class_names_; }
     int num_classes() const { return num_classes_; }
     int num_ops() const { return int(steps_.size()); }
+    // Int8 activation elements per image over all buffers (their bytes at batch 1).
+    int64_t activation_elements() const;
 
     // images: batch x C x H x W floats, already normalized (InputSpec's mean
     // and std). Returns batch x num_classes dequantized logits, valid until

@@ -7,6 +7,8 @@
 #include <set>
 #include <type_traits>
 
+#include "infer/overloaded.h"
+
 namespace qf::infer {
 
 using json = nlohmann::json;
@@ -20,11 +22,6 @@ constexpr int64_t kMaxSide = 1 << 16;           // kernel, stride, padding, imag
 constexpr int64_t kMaxInputElements = 1 << 24;  // channels * height * width of the input
 constexpr int64_t kMaxValueId = 1 << 30;
 constexpr int64_t kMaxTensorElements = int64_t(1) << 30;
-
-template <class... Fs>
-struct Overloaded : Fs... {
-    using Fs::operator()...;
-};
 
 // The names of the ops, index = OpAttributes::index().
 constexpr const char* kOpTypeNames[] = {"conv2d",  "fully_connected", "add",             "concat",

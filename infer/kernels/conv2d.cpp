@@ -77,8 +77,9 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
             const int count = int(std::min<int64_t>(kGemmTileM, pixels - first));
             for (int g = 0; g < p.groups; ++g) {
                 const int8_t* rows[kGemmTileM];
-                for (int r = 0; r < count; ++r)
-                    rows[r] = conv_row(p, pointwise, input, first + r, g, im2col.data() + size_t(r) * k);
+                for (int r = 0; r < count; ++r)  // (pointwise rows need no im2col space: its data() is null)
+                    rows[r] = conv_row(p, pointwise, input, first + r, g,
+                                       pointwise ? nullptr : im2col.data() + size_t(r) * k);
                 panel_kernel(groups_[size_t(g)], rows, count, output + first * p.out_c + g * out_c_per_group,
                              size_t(p.out_c), scratch.data());
             }

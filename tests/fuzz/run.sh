@@ -47,7 +47,15 @@ case "$TARGET" in
         SOURCES=(train/config.cpp format/safetensors.cpp)
         SEEDS='files:configs/*.json'
         ;;
-    # fuzz_model_loader)  SOURCES=(infer/model_file.cpp format/safetensors.cpp ...); SEEDS=gen:... ;;
+    fuzz_model_loader)
+        SOURCES=(infer/model.cpp infer/model_format.cpp infer/quantize.cpp infer/kernels/params.cpp
+                 infer/kernels/conv2d.cpp infer/kernels/qs8_gemm.cpp infer/kernels/qs8_gemm_avx2.cpp
+                 infer/kernels/qs8_dwconv3x3.cpp infer/kernels/reference/add.cpp
+                 infer/kernels/reference/concat.cpp infer/kernels/reference/conv2d.cpp
+                 infer/kernels/reference/fully_connected.cpp infer/kernels/reference/pooling.cpp
+                 format/safetensors.cpp tests/infer/tiny_models.cpp)
+        SEEDS=gen:tests/infer/write_seed_models.cpp
+        ;;
     *)
         echo "unknown fuzz target '$TARGET' (add it to the case statement in $0)" >&2
         exit 2
