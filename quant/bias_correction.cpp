@@ -150,8 +150,13 @@ BiasCorrectionResult empirical_bias_correction(nn::Module& model, std::vector<Fo
 }
 
 double expected_activation(double mean, double stddev, nn::Act act) {
-    if (!(stddev > 0.0)) return act == nn::Act::None ? mean : act == nn::Act::ReLU ? std::max(mean, 0.0)
-                                                                               : std::clamp(mean, 0.0, 6.0);
+    if (!(stddev > 0.0)) {  // a constant channel (gamma 0): the activation of its mean
+        switch (act) {
+            case nn::Act::None: return mean;
+            case nn::Act::ReLU: return std::max(mean, 0.0);
+            case nn::Act::ReLU6: return std::clamp(mean, 0.0, 6.0);
+        }
+    }
     switch (act) {
         case nn::Act::None: return mean;
         case nn::Act::ReLU: return expected_relu(mean, stddev);
