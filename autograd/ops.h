@@ -51,6 +51,9 @@ Tensor reshape(const Tensor& x, const Shape& shape);
 // (N, ...) -> (N, prod ...)
 Tensor flatten(const Tensor& x);
 
+// y = x * s[c] with c the index along `axis`: x (..., C, ...), s (C).
+Tensor scale_channels(const Tensor& x, const Tensor& s, int axis);
+
 // logits (N, K), labels in [0, K) -> mean over the batch of softmax cross-entropy,
 // with the target (1 - eps) on the label and eps / K spread on every class.
 Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& labels,

@@ -8,6 +8,11 @@ ConvBnAct::ConvBnAct(int in, int out, int k, int stride, int groups, Act act, st
     bn = register_module("bn", std::make_shared<BatchNorm2d>(out));
 }
 
+ConvBnAct::ConvBnAct(std::shared_ptr<Conv2d> c, std::shared_ptr<BatchNorm2d> b, Act act) : act(act) {
+    conv = register_module("conv", std::move(c));
+    bn = register_module("bn", std::move(b));
+}
+
 Tensor ConvBnAct::forward(const Tensor& x) { return apply_act(bn->forward(conv->forward(x)), act); }
 
 BasicBlock::BasicBlock(int in, int out, int stride, std::mt19937& rng) {

@@ -11,6 +11,8 @@ class ConvBnAct : public Module {
 public:
     ConvBnAct(int in_channels, int out_channels, int kernel, int stride, int groups, Act act,
               std::mt19937& rng);
+    // The same layer around existing modules (their tensors are shared).
+    ConvBnAct(std::shared_ptr<Conv2d> conv, std::shared_ptr<BatchNorm2d> bn, Act act);
     Tensor forward(const Tensor& x) override;
     std::string kind() const override { return "ConvBnAct"; }
 

@@ -69,6 +69,10 @@ std::shared_ptr<Module> Sequential::add(std::shared_ptr<Module> m) {
     return register_module(std::to_string(children().size()), std::move(m));
 }
 
+std::shared_ptr<Module> Sequential::add(const std::string& name, std::shared_ptr<Module> m) {
+    return register_module(name, std::move(m));
+}
+
 Tensor Sequential::forward(const Tensor& x) {
     Tensor h = x;
     for (const auto& [name, child] : children()) h = child->forward(h);

@@ -105,6 +105,8 @@ class Sequential : public Module {
 public:
     Sequential() = default;
     std::shared_ptr<Module> add(std::shared_ptr<Module> m);
+    // Adds a child under a name of its own ("input_quant").
+    std::shared_ptr<Module> add(const std::string& name, std::shared_ptr<Module> m);
     Tensor forward(const Tensor& x) override;
     std::string kind() const override { return "Sequential"; }
     size_t size() const { return children().size(); }

@@ -43,6 +43,9 @@ public:
     void eval() { train(false); }
     bool training() const { return training_; }
 
+    // Replaces a registered child (the QAT rewrite swaps layers this way).
+    void replace_module(const std::string& name, std::shared_ptr<Module> m);
+
 protected:
     Tensor register_parameter(const std::string& name, Tensor t, bool decay = true);
     Tensor register_buffer(const std::string& name, Tensor t);
@@ -51,8 +54,6 @@ protected:
         children_.emplace_back(name, m);
         return m;
     }
-    // Replaces a registered child (QAT rewrites, for example).
-    void replace_module(const std::string& name, std::shared_ptr<Module> m);
 
 private:
     void collect(std::vector<NamedTensor>& out, const std::string& prefix, bool params) const;

@@ -1,0 +1,270 @@
+#include "quant/qat.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace qf::quant {
+
+LearnedRanges parse_learned_ranges(const std::string& s) {
+    if (s == "none") return LearnedRanges::none;
+    if (s == "lsq") return LearnedRanges::lsq;
+    if (s == "pact") return LearnedRanges::pact;
+    throw QuantError("learned ranges '" + s + "': expected none, lsq or pact");
+}
+
+const char* to_string(LearnedRanges r) {
+    switch (r) {
+        case LearnedRanges::none: return "none";
+        case LearnedRanges::lsq: return "lsq";
+        case LearnedRanges::pact: return "pact";
+    }
+    return "?";
+}
+
+void QatOptions::validate() const {
+    weight.validate("quant.weight");
+    activation.validate("quant.activation");
+    check_int8_compatible(weight, TensorRole::weight, "quant.weight");
+    check_int8_compatible(activation, TensorRole::activation, "quant.activation");
+    if (learned == LearnedRanges::pact && activation.symmetric)
+        throw QuantError("quant.learned_ranges pact: PACT maps [0, alpha] onto the whole range, "
+                         "so the activation scheme must be asymmetric");
+}
+
+// ---- activations ------------------------------------------------------------
+
+ActivationQuant::ActivationQuant(std::string name, const QatOptions& o, bool non_negative)
+    : name_(std::move(name)), scheme_(o.activation) {
+    // PACT clips at 0, so it only fits outputs that are non-negative anyway.
+    learned_ = (o.learned == LearnedRanges::pact && !non_negative) ? LearnedRanges::none : o.learned;
+    observer_ = make_observer(o.observer, name_, scheme_, o.observer_options);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    range_ = register_buffer("range", Tensor::from({2}, {nan, nan}));
+    if (learned_ != LearnedRanges::none)
+        scale_ = register_parameter(learned_ == LearnedRanges::pact ? "alpha" : "scale",
+                                    Tensor::zeros({1}), false);
+    // LSQ+: an asymmetric range also learns its offset.
+    if (learned_ == LearnedRanges::lsq && !scheme_.symmetric)
+        zero_point_ = register_parameter("zero_point", Tensor::zeros({1}), false);
+}
+
+Tensor ActivationQuant::forward(const Tensor& x) {
+    const bool observing = learned_ == LearnedRanges::none ? training() && !ranges_frozen
+                                                           : scale_.data()[0] <= 0.0f;
+    if (observing) {
+        observer_->observe(x);
+        const Range r = observer_->ranges()[0];
+        range_.data()[0] = r.min;
+        range_.data()[1] = r.max;
+        // A learned range starts from what the first batch shows.
+        if (learned_ == LearnedRanges::pact) scale_.data()[0] = std::max(r.max, 1e-3f);
+        if (learned_ == LearnedRanges::lsq) {
+            const QuantParams p = choose_qparams(r, scheme_);
+            scale_.data()[0] = p.scales[0];
+            if (zero_point_.defined()) zero_point_.data()[0] = (float)p.zero_points[0];
+        }
+    }
+    switch (learned_) {
+        case LearnedRanges::pact: return pact(x, scale_, scheme_, name_);
+        case LearnedRanges::lsq:
+            return fake_quantize_learned(x, scale_, zero_point_, scheme_,
+                                         lsq_grad_factor(x.numel() / x.dim(0), scheme_), name_);
+        case LearnedRanges::none: break;
+    }
+    return fake_quantize(x, qparams(), scheme_, name_);
+}
+
+QuantParams ActivationQuant::qparams() const {
+    if (learned_ == LearnedRanges::pact) return pact_qparams(scale_.data()[0], scheme_);
+    if (learned_ == LearnedRanges::lsq) {
+        if (scale_.data()[0] <= 0.0f) throw QuantError(name_ + ": the LSQ scale was never initialized (no data seen)");
+        const int32_t z = zero_point_.defined()
+                              ? std::clamp((int32_t)std::nearbyint(zero_point_.data()[0]), scheme_.qmin(), scheme_.qmax())
+                              : scheme_.symmetric_zero_point();
+        return QuantParams{{std::max(scale_.data()[0], kMinScale)}, {z}};
+    }
+    const float lo = range_.data()[0], hi = range_.data()[1];
+    if (std::isnan(lo) || std::isnan(hi))
+        throw QuantError(name_ + ": this activation quantization point saw no data (calibrate or train first)");
+    return choose_qparams(Range{lo, hi}, scheme_);
+}
+
+// ---- weights ----------------------------------------------------------------
+
+WeightQuant::WeightQuant(std::string name, const QatOptions& o)
+    : name_(std::move(name)), scheme_(o.weight), lsq_(o.learned == LearnedRanges::lsq) {}
+
+QuantParams WeightQuant::qparams(const Tensor& w) const {
+    if (lsq_ && scale_.defined() && scale_.data()[0] > 0.0f) {
+        QuantParams p;
+        for (int64_t i = 0; i < scale_.numel(); i++) {
+            p.scales.push_back(std::max(scale_.data()[i], kMinScale));
+            p.zero_points.push_back(scheme_.symmetric_zero_point());
+        }
+        return p;
+    }
+    MinMaxObserver obs(name_, scheme_);
+    obs.observe(w);
+    return obs.qparams();
+}
+
+Tensor WeightQuant::apply(const Tensor& w) {
+    if (!lsq_) return fake_quantize(w, qparams(w), scheme_, name_);
+    if (!scale_.defined()) throw QuantError(name_ + ": LSQ weight scale not registered");
+    if (scale_.data()[0] <= 0.0f) {
+        QuantParams p = qparams(w);
+        for (int64_t i = 0; i < scale_.numel(); i++) scale_.data()[i] = p.scales[i % p.scales.size()];
+    }
+    return fake_quantize_learned(w, scale_, Tensor(), scheme_, lsq_grad_factor(w.numel(), scheme_), name_);
+}
+
+
+// ---- conv + BN --------------------------------------------------------------
+
+QatConvBnAct::QatConvBnAct(const nn::ConvBnAct& fp32, const std::string& name, const QatOptions& o)
+    : nn::ConvBnAct(fp32.conv, fp32.bn, fp32.act), weight_quant(name + ".weight", o) {
+    out_quant = register_module("out_quant", std::make_shared<ActivationQuant>(
+                                                 name + ".out", o, act != nn::Act::None));
+    if (o.learned == LearnedRanges::lsq)
+        weight_quant.set_lsq_scale(register_parameter(
+            "weight_scale", Tensor::zeros({o.weight.per_channel ? conv->out_channels : 1}), false));
+}
+
+std::vector<float> QatConvBnAct::fold_scale() const {
+    const int64_t C = bn->channels;
+    std::vector<float> sf(C);
+    for (int64_t c = 0; c < C; c++) {
+        float s = bn->gamma.data()[c] / std::sqrt(bn->running_var.data()[c] + bn->eps);
+        // A BN scale of ~0 makes the channel the constant beta; keep 1/sf finite.
+        if (std::fabs(s) < 1e-8f) s = s < 0 ? -1e-8f : 1e-8f;
+        sf[c] = s;
+    }
+    return sf;
+}
+
+Tensor QatConvBnAct::folded_weight() const {
+    NoGrad ng;
+    const std::vector<float> sf = fold_scale();
+    return scale_channels(conv->weight, Tensor::from({(int64_t)sf.size()}, sf), 0);
+}
+
+std::vector<float> QatConvBnAct::folded_bias() const {
+    const std::vector<float> sf = fold_scale();
+    std::vector<float> b(sf.size());
+    for (size_t c = 0; c < sf.size(); c++) {
+        const float conv_bias = conv->bias.defined() ? conv->bias.data()[c] : 0.0f;
+        b[c] = bn->beta.data()[c] + (conv_bias - bn->running_mean.data()[c]) * sf[c];
+    }
+    return b;
+}
+
+Tensor QatConvBnAct::forward(const Tensor& x) {
+    const std::vector<float> sf = fold_scale();
+    std::vector<float> inv(sf.size());
+    for (size_t c = 0; c < sf.size(); c++) inv[c] = 1.0f / sf[c];
+    const int64_t C = (int64_t)sf.size();
+    Tensor wq = weight_quant.apply(scale_channels(conv->weight, Tensor::from({C}, sf), 0));
+    Tensor y = scale_channels(conv2d(x, wq, conv->bias, conv->params), Tensor::from({C}, inv), 1);
+    y = batch_norm(y, bn->gamma, bn->beta, bn->running_mean, bn->running_var,
+                   training() && !bn_frozen, bn->momentum, bn->eps);
+    return out_quant->forward(nn::apply_act(y, act));
+}
+
+// ---- linear -----------------------------------------------------------------
+
+QatLinear::QatLinear(const nn::Linear& fp32, const std::string& name, const QatOptions& o)
+    : in_features(fp32.in_features), out_features(fp32.out_features), act(fp32.act),
+      weight_quant(name + ".weight", o) {
+    weight = register_parameter("weight", fp32.weight);
+    if (fp32.bias.defined()) bias = register_parameter("bias", fp32.bias, false);
+    out_quant = register_module("out_quant", std::make_shared<ActivationQuant>(
+                                                 name + ".out", o, act != nn::Act::None));
+    if (o.learned == LearnedRanges::lsq)
+        weight_quant.set_lsq_scale(register_parameter(
+            "weight_scale", Tensor::zeros({o.weight.per_channel ? out_features : 1}), false));
+}
+
+Tensor QatLinear::forward(const Tensor& x) {
+    return out_quant->forward(nn::apply_act(linear(x, weight_quant.apply(weight), bias), act));
+}
+
+// ---- global average pool ----------------------------------------------------
+
+QatGlobalAvgPool::QatGlobalAvgPool(const std::string& name, const QatOptions& o) {
+    out_quant = register_module("out_quant", std::make_shared<ActivationQuant>(name + ".out", o, false));
+}
+
+Tensor QatGlobalAvgPool::forward(const Tensor& x) { return out_quant->forward(global_avg_pool(x)); }
+
+// ---- the rewrite ------------------------------------------------------------
+
+namespace {
+std::shared_ptr<QatConvBnAct> qat_conv(const std::shared_ptr<nn::ConvBnAct>& c, const std::string& name,
+                                       const QatOptions& o) {
+    return c ? std::make_shared<QatConvBnAct>(*c, name, o) : nullptr;
+}
+
+std::shared_ptr<nn::Module> convert(const std::shared_ptr<nn::Module>& m, const std::string& name,
+                                     const QatOptions& o) {
+    if (auto c = std::dynamic_pointer_cast<nn::ConvBnAct>(m)) return qat_conv(c, name, o);
+    if (auto l = std::dynamic_pointer_cast<nn::Linear>(m)) return std::make_shared<QatLinear>(*l, name, o);
+    if (std::dynamic_pointer_cast<nn::GlobalAvgPool>(m)) return std::make_shared<QatGlobalAvgPool>(name, o);
+    if (std::dynamic_pointer_cast<nn::MaxPool2d>(m) || std::dynamic_pointer_cast<nn::Flatten>(m)) return m;
+    if (auto b = std::dynamic_pointer_cast<nn::BasicBlock>(m)) {
+        b->conv1 = qat_conv(b->conv1, name + ".conv1", o);
+        b->replace_module("conv1", b->conv1);
+        b->conv2 = qat_conv(b->conv2, name + ".conv2", o);
+        b->replace_module("conv2", b->conv2);
+        if (b->shortcut) {
+            b->shortcut = qat_conv(b->shortcut, name + ".shortcut", o);
+            b->replace_module("shortcut", b->shortcut);
+        }
+        b->out_quant = std::make_shared<ActivationQuant>(name + ".out", o, true);
+        b->replace_module("out_quant", b->out_quant);
+        return b;
+    }
+    if (auto r = std::dynamic_pointer_cast<nn::InvertedResidual>(m)) {
+        r->expand = qat_conv(r->expand, name + ".expand", o);
+        r->replace_module("expand", r->expand);
+        r->depthwise = qat_conv(r->depthwise, name + ".depthwise", o);
+        r->replace_module("depthwise", r->depthwise);
+        r->project = qat_conv(r->project, name + ".project", o);
+        r->replace_module("project", r->project);
+        r->out_quant = std::make_shared<ActivationQuant>(name + ".out", o, false);
+        r->replace_module("out_quant", r->out_quant);
+        return r;
+    }
+    throw QuantError("prepare_qat: no QAT rule for module '" + name + "' of kind " + m->kind());
+}
+}  // namespace
+
+std::shared_ptr<nn::Sequential> prepare_qat(const std::shared_ptr<nn::Sequential>& fp32,
+                                            const QatOptions& options) {
+    options.validate();
+    auto q = std::make_shared<nn::Sequential>();
+    q->add("input_quant", std::make_shared<ActivationQuant>("input", options, false));
+    for (const auto& [name, child] : fp32->children()) q->add(name, convert(child, name, options));
+    q->train(fp32->training());
+    return q;
+}
+
+void visit_qat(nn::Module& model, const QatVisitor& v) {
+    if (auto* c = dynamic_cast<QatConvBnAct*>(&model); c && v.conv) v.conv(*c);
+    if (auto* a = dynamic_cast<ActivationQuant*>(&model); a && v.activation) v.activation(*a);
+    for (const auto& [name, child] : model.children()) visit_qat(*child, v);
+}
+
+std::string QatSchedule::apply(nn::Module& model, int64_t step) const {
+    const bool bn = freeze_bn_after >= 0 && step >= freeze_bn_after;
+    const bool ranges = freeze_ranges_after >= 0 && step >= freeze_ranges_after;
+    visit_qat(model, {.conv = [&](QatConvBnAct& c) { c.bn_frozen = bn; },
+                      .activation = [&](ActivationQuant& a) { a.ranges_frozen = ranges; }});
+    std::string msg;
+    if (step == freeze_bn_after) msg += "QAT: BN statistics frozen at step " + std::to_string(step);
+    if (step == freeze_ranges_after)
+        msg += (msg.empty() ? "" : "; ") + std::string("QAT: activation ranges frozen at step ") + std::to_string(step);
+    return msg;
+}
+
+}  // namespace qf::quant

@@ -1,0 +1,163 @@
+// Quantization-aware training: the rewrite of a model into one whose forward
+// simulates the integer graph, and the schedule that freezes BN statistics
+// and ranges.
+//
+// The fake-quant points are exactly where infer/ requantizes: the model
+// input, the output of every conv+BN(+act) and linear(+act) layer, every
+// residual add (after its ReLU) and the global average pool. Max pool and
+// flatten work on the integers unchanged and get none.
+//
+// Conv+BN is simulated folded, as the whitepaper (and PyTorch's
+// ConvBnReLU2d) does it:
+//   sf = gamma / sqrt(running_var + eps)               (per output channel)
+//   y  = conv(x, fake_quant(w * sf)) / sf               the integer conv's weights
+//   y  = batch_norm(y)  with batch statistics before the BN freeze (the
+//        "correction factor" form), running statistics after it; then
+//        y = conv(x, fake_quant(w * sf)) + beta - gamma * mean / std
+//   is exactly what freeze writes: folded weight and bias.
+// sf is treated as a constant in the backward (gamma still learns through
+// the BN op); PyTorch also differentiates through sf, a second-order effect.
+//
+// Example:
+//   auto qat = prepare_qat(fp32_model, options);    // shares the fp32 tensors
+//   QatSchedule schedule{.freeze_bn_after = 234, .freeze_ranges_after = 351};
+//   for (step...) { schedule.apply(*qat, step); loss = ...(qat->forward(x)); ... }
+#pragma once
+#include <memory>
+#include <optional>
+
+#include "nn/models.h"
+#include "quant/fake_quant.h"
+#include "quant/observer.h"
+
+namespace qf::quant {
+
+enum class LearnedRanges { none, lsq, pact };
+LearnedRanges parse_learned_ranges(const std::string& s);
+const char* to_string(LearnedRanges r);
+
+struct QatOptions {
+    QuantScheme weight{.bits = 8, .symmetric = true, .per_channel = true, .axis = 0};
+    QuantScheme activation{.bits = 8, .symmetric = false};
+    ObserverKind observer = ObserverKind::moving_average;  // activations
+    ObserverOptions observer_options;
+    // lsq: scales of weights and activations are parameters; pact: the
+    // clipping level of ReLU outputs is (other activations keep observers).
+    LearnedRanges learned = LearnedRanges::none;
+    // Weights per layer that keep float (name -> bits overrides come later).
+    void validate() const;
+};
+
+// A quantization point of an activation: observes (while ranges are not
+// frozen, in training) and fake-quantizes. Its range is saved as the buffer
+// "range" = {min, max}, so a checkpoint of a QAT model keeps it.
+class ActivationQuant : public nn::Module {
+public:
+    ActivationQuant(std::string name, const QatOptions& options, bool non_negative);
+    Tensor forward(const Tensor& x) override;
+    std::string kind() const override { return "ActivationQuant"; }
+
+    // The (scale, zero point) the forward uses now; throws QuantError naming
+    // the point if it never saw data.
+    QuantParams qparams() const;
+    const QuantScheme& scheme() const { return scheme_; }
+    bool ranges_frozen = false;
+    const std::string& name() const { return name_; }
+
+private:
+    std::string name_;
+    QuantScheme scheme_;
+    LearnedRanges learned_;
+    std::unique_ptr<Observer> observer_;
+    Tensor range_;   // buffer {min, max}: what the observer concluded
+    Tensor scale_;       // LSQ: learned step size (1); PACT: learned alpha (1)
+    Tensor zero_point_;  // LSQ+ on an asymmetric scheme: learned offset (1)
+    bool initialized_ = false;
+};
+
+// Fake-quantizes a weight per the weight scheme: from its current per-channel
+// min/max, or a learned LSQ scale (initialized from them on first use).
+class WeightQuant {
+public:
+    WeightQuant(std::string name, const QatOptions& options);
+    Tensor apply(const Tensor& w);
+    QuantParams qparams(const Tensor& w) const;  // what apply used / freeze uses
+    const QuantScheme& scheme() const { return scheme_; }
+    Tensor lsq_scale() const { return scale_; }
+    // LSQ: the step-size parameter the owning layer registered (zeros until
+    // the first apply() initializes it from the weight's min/max).
+    void set_lsq_scale(Tensor s) { scale_ = std::move(s); }
+
+private:
+    std::string name_;
+    QuantScheme scheme_;
+    bool lsq_;
+    Tensor scale_;
+};
+
+// ConvBnAct with folded, fake-quantized weights and a quantized output.
+class QatConvBnAct : public nn::ConvBnAct {
+public:
+    QatConvBnAct(const nn::ConvBnAct& fp32, const std::string& name, const QatOptions& options);
+    Tensor forward(const Tensor& x) override;
+    std::string kind() const override { return "QatConvBnAct"; }
+
+    // BN folding factor gamma / sqrt(running_var + eps), guarded away from 0.
+    std::vector<float> fold_scale() const;
+    // The folded float weight w * sf (what freeze quantizes).
+    Tensor folded_weight() const;
+    std::vector<float> folded_bias() const;  // beta - gamma * mean / std
+
+    bool bn_frozen = false;
+    WeightQuant weight_quant;
+    std::shared_ptr<ActivationQuant> out_quant;
+};
+
+// Linear(+act) with fake-quantized weights and a quantized output.
+class QatLinear : public nn::Module {
+public:
+    QatLinear(const nn::Linear& fp32, const std::string& name, const QatOptions& options);
+    Tensor forward(const Tensor& x) override;
+    std::string kind() const override { return "QatLinear"; }
+
+    int in_features, out_features;
+    nn::Act act;
+    Tensor weight, bias;
+    WeightQuant weight_quant;
+    std::shared_ptr<ActivationQuant> out_quant;
+};
+
+// Global average pool followed by its requantization.
+class QatGlobalAvgPool : public nn::Module {
+public:
+    QatGlobalAvgPool(const std::string& name, const QatOptions& options);
+    Tensor forward(const Tensor& x) override;
+    std::string kind() const override { return "QatGlobalAvgPool"; }
+    std::shared_ptr<ActivationQuant> out_quant;
+};
+
+// The QAT version of a reference model: a Sequential whose first child
+// "input_quant" quantizes the input, followed by the model's own children
+// under their own names (so "0.conv.weight" stays "0.conv.weight"). The
+// tensors are shared with `fp32`. Throws QuantError for a module kind it
+// does not know, naming it.
+std::shared_ptr<nn::Sequential> prepare_qat(const std::shared_ptr<nn::Sequential>& fp32,
+                                            const QatOptions& options);
+
+// Visits every QAT layer and quantization point of a prepared model.
+struct QatVisitor {
+    std::function<void(QatConvBnAct&)> conv;
+    std::function<void(ActivationQuant&)> activation;
+};
+void visit_qat(nn::Module& model, const QatVisitor& v);
+
+// When BN statistics and ranges stop moving (in global QAT steps; -1: never).
+struct QatSchedule {
+    int64_t freeze_bn_after = -1;
+    int64_t freeze_ranges_after = -1;
+    // Sets the flags for `step`; returns a message when a switch happens at
+    // this step (for the log), else an empty string.
+    std::string apply(nn::Module& model, int64_t step) const;
+};
+
+}  // namespace qf::quant
