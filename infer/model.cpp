@@ -1,6 +1,7 @@
 #include "infer/model.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -40,6 +41,10 @@ Model Model::from_bytes(std::vector<uint8_t> bytes, const std::string& name) {
 
 Model::Model(const ModelSpec& spec, const std::string& name)
     : input_(spec.input), output_(spec.output), class_names_(spec.class_names) {
+    if (const std::string error = input_spec_error(input_); !error.empty())
+        throw ModelError(name + ": graph input: " + error);
+    if (!(output_.scale > 0) || !std::isfinite(output_.scale))
+        throw ModelError(name + ": graph output: scale must be positive, got " + std::to_string(output_.scale));
     std::map<int, int> value_index;  // value id -> index into values_
     Value input{input_.height, input_.width, input_.channels, input_.zero_point, 0};
     values_.push_back(input);

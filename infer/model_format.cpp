@@ -367,29 +367,25 @@ OpAttributes read_op_attributes(const std::string& type, Fields& op, TensorReade
 InputSpec read_input(Fields& in) {
     InputSpec input;
     const auto shape = in.integers("shape", 3, 1, kMaxSide);
-    if (shape[0] * shape[1] * shape[2] > kMaxInputElements) in.fail("'shape' is too large");
     input.channels = int(shape[0]), input.height = int(shape[1]), input.width = int(shape[2]);
-    input.scale = in.positive_number("scale");
+    input.scale = in.number(in.field("scale"), "'scale'");
     input.zero_point = in.int8_value("zero_point");
     input.qmin = in.int8_value("qmin");
     input.qmax = in.int8_value("qmax");
-    if (input.qmin > input.qmax || input.zero_point < input.qmin || input.zero_point > input.qmax)
-        in.fail("zero point " + std::to_string(input.zero_point) + " and range [" + std::to_string(input.qmin) +
-                ", " + std::to_string(input.qmax) + "] are inconsistent");
-    auto per_channel_floats = [&](const std::string& key, bool positive) {
+    auto floats = [&](const std::string& key) {
         const json& j = in.field(key);
-        if (!j.is_array() || (j.size() != 1 && j.size() != size_t(input.channels)))
-            in.fail("'" + key + "' must be an array of 1 or " + std::to_string(input.channels) + " numbers");
+        if (!j.is_array()) in.fail("'" + key + "' is not an array");
         std::vector<float> v;
         for (const json& e : j) {
             const double x = in.number(e, "an element of '" + key + "'");
-            if (std::abs(x) > 1e30 || (positive && !(x > 1e-30))) in.fail("'" + key + "' holds " + e.dump());
+            if (std::abs(x) > 1e30) in.fail("'" + key + "' holds " + e.dump());
             v.push_back(float(x));
         }
         return v;
     };
-    input.mean = per_channel_floats("mean", false);
-    input.std = per_channel_floats("std", true);
+    input.mean = floats("mean");
+    input.std = floats("std");
+    if (const std::string error = input_spec_error(input); !error.empty()) in.fail(error);
     in.finish();
     return input;
 }
@@ -397,6 +393,26 @@ InputSpec read_input(Fields& in) {
 }  // namespace
 
 const char* op_type_name(const OpAttributes& op) { return kOpTypeNames[op.index()]; }
+
+std::string input_spec_error(const InputSpec& in) {
+    if (in.channels < 1 || in.height < 1 || in.width < 1 || in.channels > kMaxSide || in.height > kMaxSide ||
+        in.width > kMaxSide || int64_t(in.channels) * in.height * in.width > kMaxInputElements)
+        return "shape " + std::to_string(in.channels) + "x" + std::to_string(in.height) + "x" +
+               std::to_string(in.width) + " is empty or too large";
+    if (!(in.scale > 0) || !std::isfinite(in.scale)) return "'scale' must be positive, got " + std::to_string(in.scale);
+    if (in.qmin < -128 || in.qmax > 127 || in.qmin > in.qmax || in.zero_point < in.qmin || in.zero_point > in.qmax)
+        return "zero point " + std::to_string(in.zero_point) + " and range [" + std::to_string(in.qmin) + ", " +
+               std::to_string(in.qmax) + "] are inconsistent (need -128 <= qmin <= zero point <= qmax <= 127)";
+    for (const auto* v : {&in.mean, &in.std})
+        if (v->size() != 1 && v->size() != size_t(in.channels))
+            return std::string(v == &in.mean ? "'mean'" : "'std'") + " has " + std::to_string(v->size()) +
+                   " values for " + std::to_string(in.channels) + " channels (need 1 or one per channel)";
+    for (float x : in.mean)
+        if (!std::isfinite(x)) return "'mean' holds a non-finite value";
+    for (float x : in.std)
+        if (!(x > 0) || !std::isfinite(x)) return "'std' holds " + std::to_string(x) + ", not a positive number";
+    return "";
+}
 
 int ModelSpec::add_op(std::string name, std::vector<int> inputs, OpAttributes op) {
     int output = kModelInputValue;

@@ -62,6 +62,10 @@ struct InputSpec {
     int32_t zero_point = 0, qmin = -128, qmax = 127;
 };
 
+// What is wrong with `input` ("" if nothing): its shape (each side in
+// [1, 65536], at most 2^24 elements), scale, zero point and range, mean and std.
+std::string input_spec_error(const InputSpec& input);
+
 // The logits: value `value` (shape 1x1xclasses), r = scale * (q - zero_point).
 // zero_point must equal the producing op's output zero point.
 struct OutputSpec {
