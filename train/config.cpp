@@ -213,6 +213,8 @@ const std::vector<ConfigSection>& config_sections() {
         {"train", "the training loop"},
         {"optimizer", "the parameter update"},
         {"schedule", "the learning rate over time"},
+        {"quant", "quantization-aware training and the quantization schemes"},
+        {"ptq", "post-training quantization (the quantize tool)"},
     };
     return sections;
 }
@@ -283,6 +285,28 @@ const std::vector<ConfigKey>& config_keys() {
         list<int>("schedule.milestones", FIELD(schedule.milestones), 0, 100, 1, 100000, "step: increasing epochs at which the lr is multiplied by gamma"),
         number("schedule.gamma", FIELD(schedule.gamma), 0, 1, "step: factor applied at each milestone"),
         number("schedule.final_lr", FIELD(schedule.final_lr), 0, 100, "cosine: learning rate at the end of the last epoch"),
+
+        boolean("quant.enabled", FIELD(quant.enabled), "train with fake quantization (QAT); validation runs the frozen int8 graph"),
+        string("quant.init_checkpoint", FIELD(quant.init_checkpoint), "fp32 checkpoint whose weights QAT (or PTQ) starts from; empty = from scratch"),
+        integer("quant.weight_bits", FIELD(quant.weight_bits), 2, 8, "bits of weights"),
+        boolean("quant.weight_symmetric", FIELD(quant.weight_symmetric), "weights symmetric (zero point fixed) or asymmetric"),
+        boolean("quant.weight_per_channel", FIELD(quant.weight_per_channel), "one scale per output channel (else one per tensor)"),
+        boolean("quant.weight_narrow_range", FIELD(quant.weight_narrow_range), "drop the lowest level: [-127, 127] at 8 bits"),
+        integer("quant.activation_bits", FIELD(quant.activation_bits), 2, 8, "bits of activations"),
+        boolean("quant.activation_symmetric", FIELD(quant.activation_symmetric), "activations symmetric or asymmetric (per tensor)"),
+        name_choice("quant.observer", FIELD(quant.observer), {"minmax", "moving_average", "percentile", "mse"},
+                    "how activation ranges are observed"),
+        name_choice("quant.learned_ranges", FIELD(quant.learned_ranges), {"none", "lsq", "pact"},
+                    "learned ranges: LSQ step sizes (weights and activations) or PACT clipping (ReLU outputs)"),
+        integer("quant.freeze_bn_after_steps", FIELD(quant.freeze_bn_after_steps), -1, kNoLimit,
+                "QAT: use BN running statistics (folded) from this step of the run on; -1 = never"),
+        integer("quant.freeze_ranges_after_steps", FIELD(quant.freeze_ranges_after_steps), -1, kNoLimit,
+                "QAT: stop updating activation ranges from this step on; -1 = never"),
+
+        integer("ptq.calibration_batches", FIELD(ptq.calibration_batches), 1, 100000, "training batches the observers see"),
+        boolean("ptq.equalize", FIELD(ptq.equalize), "cross-layer equalization of conv pairs before quantizing"),
+        name_choice("ptq.bias_correction", FIELD(ptq.bias_correction), {"none", "empirical", "analytic"},
+                    "bias correction of quantized weights: with data, from BN statistics, or none"),
     };
     return keys;
 }

@@ -111,6 +111,33 @@ struct ScheduleConfig {
     bool operator==(const ScheduleConfig&) const = default;
 };
 
+// Quantization-aware training (quant/qat.h). Off unless enabled.
+struct QuantConfig {
+    bool enabled = false;             // train with fake-quant (QAT) and validate the int8 graph
+    std::string init_checkpoint;      // fp32 checkpoint to start from; empty = from scratch
+    int weight_bits = 8;
+    bool weight_symmetric = true;
+    bool weight_per_channel = true;   // per output channel (depthwise included)
+    bool weight_narrow_range = false; // [-127, 127] instead of [-128, 127]
+    int activation_bits = 8;
+    bool activation_symmetric = false;
+    std::string observer = "moving_average";  // minmax | moving_average | percentile | mse
+    std::string learned_ranges = "none";      // none | lsq | pact
+    int64_t freeze_bn_after_steps = -1;       // steps of this run; -1 = never
+    int64_t freeze_ranges_after_steps = -1;
+
+    bool operator==(const QuantConfig&) const = default;
+};
+
+// Post-training quantization of quant.init_checkpoint (the `quantize` tool).
+struct PtqConfig {
+    int calibration_batches = 16;           // batches of data.train seen by the observers
+    bool equalize = true;                   // cross-layer equalization before quantizing
+    std::string bias_correction = "empirical";  // none | empirical | analytic
+
+    bool operator==(const PtqConfig&) const = default;
+};
+
 struct Config {
     uint64_t seed = 0;  // weights, shuffling and augmentation all derive from it
     int threads = 0;    // OpenMP threads; 0 = OpenMP's default
@@ -120,6 +147,8 @@ struct Config {
     TrainConfig train;
     OptimizerConfig optimizer;
     ScheduleConfig schedule;
+    QuantConfig quant;
+    PtqConfig ptq;
 
     bool operator==(const Config&) const = default;
 };

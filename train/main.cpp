@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
         TrainSummary s = trainer.run();
         std::cout << "test top-1 " << s.final_eval.top1 << "%, top-5 " << s.final_eval.top5 << "% on "
                   << s.final_eval.images << " images\n";
+        if (!s.int8_model.empty()) std::cout << "(accuracy of the int8 graph) wrote " << s.int8_model << "\n";
         if (!cfg.train.eval_only)
             std::cout << "wrote " << s.checkpoint << ", " << cfg.out_dir << "/metrics.jsonl, "
                       << cfg.out_dir << "/config.resolved.json\n";

@@ -30,10 +30,43 @@ void count_correct(const Tensor& logits, const std::vector<int32_t>& labels, int
 Tensor images_of(data::Batch& b) {
     return Tensor::from({b.n, b.c, b.h, b.w}, std::move(b.images));
 }
+
+EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int workers,
+                         const std::function<Tensor(data::Batch&)>& logits_of);
 }  // namespace
 
 EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
                           int workers) {
+    const bool was_training = model.training();
+    model.eval();
+    EvalResult r = evaluate_with(dataset, batch_size, workers,
+                                 [&](data::Batch& b) { return model.forward(images_of(b)); });
+    model.train(was_training);
+    return r;
+}
+
+EvalResult evaluate_int8(infer::Model& model, const data::Dataset& dataset, int64_t batch_size,
+                         int workers) {
+    return evaluate_with(dataset, batch_size, workers, [&](data::Batch& b) {
+        std::span<const float> logits = model.run(b.images.data(), (int)b.n);
+        return Tensor::from({b.n, (int64_t)model.num_classes()}, std::vector<float>(logits.begin(), logits.end()));
+    });
+}
+
+quant::QatOptions qat_options(const QuantConfig& q) {
+    quant::QatOptions o;
+    o.weight = {.bits = q.weight_bits, .symmetric = q.weight_symmetric, .is_signed = true,
+                .per_channel = q.weight_per_channel, .axis = 0, .narrow_range = q.weight_narrow_range};
+    o.activation = {.bits = q.activation_bits, .symmetric = q.activation_symmetric};
+    o.observer = quant::parse_observer_kind(q.observer);
+    o.learned = quant::parse_learned_ranges(q.learned_ranges);
+    return o;
+}
+
+namespace {
+// Runs `logits_of` over the whole dataset in order and scores it.
+EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int workers,
+                         const std::function<Tensor(data::Batch&)>& logits_of) {
     data::LoaderOptions lo;
     lo.batch_size = batch_size;
     lo.shuffle = false;
@@ -41,8 +74,6 @@ EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64
     lo.num_workers = workers;
     data::DataLoader loader(dataset, lo);
     loader.start_epoch(0);
-    const bool was_training = model.training();
-    model.eval();
     NoGrad no_grad;
     EvalResult r;
     int64_t top1 = 0, top5 = 0;
@@ -50,12 +81,11 @@ EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64
     data::Batch batch;
     while (loader.next(batch)) {
         std::vector<int32_t> labels = batch.labels;
-        Tensor logits = model.forward(images_of(batch));
+        Tensor logits = logits_of(batch);
         loss_sum += cross_entropy(logits, labels).item() * (double)labels.size();
         count_correct(logits, labels, top1, top5);
         r.images += (int64_t)labels.size();
     }
-    model.train(was_training);
     if (r.images > 0) {
         r.loss = loss_sum / (double)r.images;
         r.top1 = 100.0 * (double)top1 / (double)r.images;
@@ -63,6 +93,7 @@ EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64
     }
     return r;
 }
+}  // namespace
 
 Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
     if (cfg_.threads > 0) set_num_threads(cfg_.threads);
@@ -70,6 +101,12 @@ Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
     nn::ModelSpec spec{cfg_.model.arch, cfg_.model.num_classes, cfg_.model.in_channels,
                        data_.train->height()};
     model_ = nn::build_model(spec, (uint32_t)cfg_.seed);
+    if (cfg_.quant.enabled) {
+        if (!cfg_.quant.init_checkpoint.empty())
+            load_checkpoint(cfg_.quant.init_checkpoint, cfg_.model.arch, *model_, nullptr);
+        model_ = quant::prepare_qat(model_, qat_options(cfg_.quant));
+        qat_schedule_ = {cfg_.quant.freeze_bn_after_steps, cfg_.quant.freeze_ranges_after_steps};
+    }
     optimizer_ = make_optimizer(cfg_.optimizer, model_->parameters());
 
     data::LoaderOptions lo;
@@ -87,7 +124,18 @@ Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
 }
 
 EvalResult Trainer::evaluate() {
-    return evaluate_model(*model_, *data_.test, cfg_.train.eval_batch_size, cfg_.data.workers);
+    if (!cfg_.quant.enabled)
+        return evaluate_model(*model_, *data_.test, cfg_.train.eval_batch_size, cfg_.data.workers);
+    infer::Model int8(freeze_int8(), cfg_.model.arch + " (int8)");
+    return evaluate_int8(int8, *data_.test, cfg_.train.eval_batch_size, cfg_.data.workers);
+}
+
+infer::ModelSpec Trainer::freeze_int8() const {
+    const data::Dataset& d = *data_.train;
+    quant::FreezeInput in{d.channels(), d.height(), d.width(),
+                          std::vector<float>(cfg_.data.mean.begin(), cfg_.data.mean.end()),
+                          std::vector<float>(cfg_.data.std.begin(), cfg_.data.std.end()), d.class_names()};
+    return quant::freeze(*model_, in);
 }
 
 void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
@@ -136,6 +184,10 @@ TrainSummary Trainer::run() {
         write_checkpoint(epoch + 1, 0);
         summary.final_eval = e;
     }
+    if (cfg_.quant.enabled && !summary.stopped_early) {
+        summary.int8_model = cfg_.out_dir + "/model.int8.safetensors";
+        infer::write_model(freeze_int8(), summary.int8_model);
+    }
     summary.steps = global_step_;
     summary.checkpoint = last_checkpoint_;
     summary.train_images_per_s = images_per_s_;
@@ -155,6 +207,14 @@ bool Trainer::train_epoch(int64_t epoch, int64_t skip_batches) {
     while (train_loader_->next(batch)) {
         std::vector<int32_t> labels = batch.labels;
         const int64_t n = batch.n;
+        if (cfg_.quant.enabled) {
+            const std::string switched = qat_schedule_.apply(*model_, global_step_);
+            if (!switched.empty()) {
+                progress.finish();
+                std::cout << switched << "\n";
+                metrics_->write({{"event", "qat"}, {"step", global_step_}, {"message", switched}});
+            }
+        }
         Tensor logits = model_->forward(images_of(batch));
         Tensor loss = cross_entropy(logits, labels, (float)cfg_.train.label_smoothing);
         const float loss_value = loss.item();

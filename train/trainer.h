@@ -12,6 +12,8 @@
 #include <string>
 
 #include "data/loader.h"
+#include "infer/model.h"
+#include "quant/freeze.h"
 #include "nn/models.h"
 #include "train/config.h"
 #include "train/datasets.h"
@@ -39,6 +41,7 @@ struct TrainSummary {
     int64_t steps = 0;
     std::string checkpoint;  // path of the last checkpoint written
     bool stopped_early = false;  // by train.stop_after_steps
+    std::string int8_model;      // QAT: path of the frozen int8 model
 };
 
 class Trainer {
@@ -46,8 +49,12 @@ public:
     explicit Trainer(Config cfg);
     // Trains (from cfg.train.resume when set) and evaluates after each epoch.
     TrainSummary run();
-    // Evaluates the current weights on the test set.
+    // Evaluates the current weights on the test set: the fp32 model, or for
+    // QAT the frozen int8 graph (so the reported accuracy is the int8 model's).
     EvalResult evaluate();
+    // QAT: the int8 graph of the current weights.
+    infer::ModelSpec freeze_int8() const;
+    bool quantized() const { return cfg_.quant.enabled; }
 
     nn::Sequential& model() { return *model_; }
     const Config& config() const { return cfg_; }
@@ -64,6 +71,7 @@ private:
     std::unique_ptr<data::DataLoader> train_loader_;
     std::unique_ptr<LrSchedule> schedule_;
     std::unique_ptr<MetricsLog> metrics_;
+    quant::QatSchedule qat_schedule_;
     int64_t global_step_ = 0;
     int64_t steps_this_run_ = 0;
     std::string checkpoint_path_;
@@ -74,5 +82,11 @@ private:
 // Evaluates `model` (switched to eval mode and back) on `dataset`.
 EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
                           int workers);
+// Evaluates an int8 graph on `dataset`.
+EvalResult evaluate_int8(infer::Model& model, const data::Dataset& dataset, int64_t batch_size,
+                         int workers);
+
+// The QAT options a config's quant section describes.
+quant::QatOptions qat_options(const QuantConfig& q);
 
 }  // namespace qf::train
