@@ -5,6 +5,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "infer/kernels/qs8_add.h"
+#include "infer/kernels/qs8_pooling.h"
 #include "infer/kernels/reference/reference.h"
 #include "infer/overloaded.h"
 #include "infer/quantize.h"
@@ -246,15 +248,15 @@ void Model::run_step(const Step& step, int batch) {
                    [&](const Conv2d& conv) { conv.run(batch, in, out); },
                    [&](const FullyConnected& fc) { fc.run(batch, in, out); },
                    [&](const AddParams& p) {
-                       reference::add(p, values_[size_t(step.output)].elements() * batch, in, data(step.inputs[1]), out);
+                       qs8_add(p, values_[size_t(step.output)].elements() * batch, in, data(step.inputs[1]), out);
                    },
                    [&](const ConcatParams& p) {
                        concat_inputs_.clear();
                        for (int v : step.inputs) concat_inputs_.push_back(data(v));
                        reference::concat(p, batch, concat_inputs_.data(), out);
                    },
-                   [&](const MaxPool& m) { reference::max_pool(m.params, batch, in, out); },
-                   [&](const AveragePool& a) { reference::average_pool(a.params, batch, in, out); },
+                   [&](const MaxPool& m) { qs8_max_pool(m.params, batch, in, out); },
+                   [&](const AveragePool& a) { qs8_average_pool(a.params, batch, in, out); },
                    [&](const Flatten&) {},  // the output shares the input's buffer
                },
                step.kernel);

@@ -4,6 +4,12 @@
 #include <cstring>
 #include <type_traits>
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include "infer/kernels/threading.h"
+
 namespace qf::infer {
 
 Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias) : params_(p) {
@@ -37,27 +43,62 @@ void Conv2d::run(int batch, const int8_t* input, int8_t* output, bool use_simd) 
         run_gemm(batch, input, output, use_simd);
 }
 
-// Output pixel `pixel` (b, oy, ox flattened) of group g as one GEMM row:
-// im2col into `row` (k int8), or, for pointwise kernels, a pointer into input.
-static const int8_t* conv_row(const Conv2dParams& p, bool pointwise, const int8_t* input, int64_t pixel,
-                              int g, int8_t* row) {
+// Output pixel `pixel` (b, oy, ox flattened) of group g as one GEMM row, for
+// a pointwise kernel: a pointer into the input, no copy.
+static const int8_t* pointwise_row(const Conv2dParams& p, const int8_t* input, int64_t pixel, int g) {
+    const int out_h = p.out_h(), out_w = p.out_w();
+    const int b = int(pixel / (int64_t(out_h) * out_w));
+    const int oy = int(pixel / out_w % out_h), ox = int(pixel % out_w);
+    const int8_t* image = input + size_t(b) * p.in_h * p.in_w * p.in_c + size_t(g) * p.in_c_per_group();
+    return image + (size_t(oy) * p.stride_h * p.in_w + size_t(ox) * p.stride_w) * p.in_c;
+}
+
+// Sign-extends n int8 to int16.
+static void widen(const int8_t* src, int n, int16_t* dst, bool use_simd) {
+    int i = 0;
+#ifdef __AVX2__
+    if (use_simd)
+        for (; i + 16 <= n; i += 16)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+    for (; i < n; ++i) dst[i] = src[i];
+}
+
+// The im2col row of output pixel `pixel` for group g, gathered straight into
+// int16 (the form the GEMM multiplies): kernel_h x kernel_w taps of
+// in_c_per_group values, padding as the input zero point, then a 0 if k is
+// odd (the packed weights' padding).
+static void im2col_row_widened(const Conv2dParams& p, const int8_t* input, int64_t pixel, int g, int16_t* row,
+                               bool use_simd) {
     const int out_h = p.out_h(), out_w = p.out_w();
     const int b = int(pixel / (int64_t(out_h) * out_w));
     const int oy = int(pixel / out_w % out_h), ox = int(pixel % out_w);
     const int in_c_per_group = p.in_c_per_group();
     const int8_t* image = input + size_t(b) * p.in_h * p.in_w * p.in_c + size_t(g) * in_c_per_group;
-    if (pointwise)
-        return image + (size_t(oy) * p.stride_h * p.in_w + size_t(ox) * p.stride_w) * p.in_c;
+    const int16_t zx = int16_t(p.input_zero_point);
+    const int y0 = oy * p.stride_h - p.pad_top, x0 = ox * p.stride_w - p.pad_left;
+    int16_t* dst = row;
     for (int ky = 0; ky < p.kernel_h; ++ky) {
-        for (int kx = 0; kx < p.kernel_w; ++kx, row += in_c_per_group) {
-            const int iy = oy * p.stride_h - p.pad_top + ky, ix = ox * p.stride_w - p.pad_left + kx;
-            if (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w)
-                std::memcpy(row, image + (size_t(iy) * p.in_w + ix) * p.in_c, size_t(in_c_per_group));
+        const int iy = y0 + ky;
+        if (iy < 0 || iy >= p.in_h) {
+            dst = std::fill_n(dst, size_t(p.kernel_w) * in_c_per_group, zx);
+            continue;
+        }
+        const int8_t* line = image + size_t(iy) * p.in_w * p.in_c;
+        if (in_c_per_group == 1) {  // first layers: one value per tap
+            for (int kx = 0, ix = x0; kx < p.kernel_w; ++kx, ++ix)
+                *dst++ = ix >= 0 && ix < p.in_w ? int16_t(line[size_t(ix) * p.in_c]) : zx;
+            continue;
+        }
+        for (int kx = 0, ix = x0; kx < p.kernel_w; ++kx, ++ix, dst += in_c_per_group) {
+            if (ix >= 0 && ix < p.in_w)
+                widen(line + size_t(ix) * p.in_c, in_c_per_group, dst, use_simd);
             else
-                std::memset(row, int8_t(p.input_zero_point), size_t(in_c_per_group));
+                std::fill_n(dst, in_c_per_group, zx);
         }
     }
-    return row - p.weights_per_out_channel();
+    if (p.weights_per_out_channel() % 2) *dst = 0;
 }
 
 void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_simd) const {
@@ -66,22 +107,28 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
     const int64_t pixels = int64_t(batch) * p.out_h() * p.out_w();
     const int64_t panels = (pixels + kGemmTileM - 1) / kGemmTileM;
     const int k = p.weights_per_out_channel(), out_c_per_group = p.out_c_per_group();
+    const size_t row_len = 2 * size_t(groups_[0].k_pairs);
     auto panel_kernel = use_simd ? qs8_gemm_panel : qs8_gemm_panel_scalar;
-#pragma omp parallel
+    auto widened_kernel = use_simd ? qs8_gemm_panel_widened : qs8_gemm_panel_widened_scalar;
+    const int threads = threads_for(pixels * k * p.out_c, kMinMacsPerThread);
+#pragma omp parallel num_threads(threads)
     {
-        std::vector<int8_t> im2col(pointwise ? 0 : size_t(kGemmTileM) * k);
         std::vector<int16_t> scratch(gemm_scratch_size(groups_[0]));
 #pragma omp for schedule(static)
         for (int64_t panel = 0; panel < panels; ++panel) {
             const int64_t first = panel * kGemmTileM;
             const int count = int(std::min<int64_t>(kGemmTileM, pixels - first));
             for (int g = 0; g < p.groups; ++g) {
-                const int8_t* rows[kGemmTileM];
-                for (int r = 0; r < count; ++r)  // (pointwise rows need no im2col space: its data() is null)
-                    rows[r] = conv_row(p, pointwise, input, first + r, g,
-                                       pointwise ? nullptr : im2col.data() + size_t(r) * k);
-                panel_kernel(groups_[size_t(g)], rows, count, output + first * p.out_c + g * out_c_per_group,
-                             size_t(p.out_c), scratch.data());
+                int8_t* c = output + first * p.out_c + g * out_c_per_group;
+                if (pointwise) {
+                    const int8_t* rows[kGemmTileM];
+                    for (int r = 0; r < count; ++r) rows[r] = pointwise_row(p, input, first + r, g);
+                    panel_kernel(groups_[size_t(g)], rows, count, c, size_t(p.out_c), scratch.data());
+                } else {
+                    for (int r = 0; r < count; ++r)
+                        im2col_row_widened(p, input, first + r, g, scratch.data() + r * row_len, use_simd);
+                    widened_kernel(groups_[size_t(g)], scratch.data(), count, c, size_t(p.out_c));
+                }
             }
         }
     }
@@ -98,7 +145,8 @@ void FullyConnected::run(int batch, const int8_t* input, int8_t* output, bool us
     const int in_features = params_.in_features, out_features = params_.out_features;
     const int panels = (batch + kGemmTileM - 1) / kGemmTileM;
     auto panel_kernel = use_simd ? qs8_gemm_panel : qs8_gemm_panel_scalar;
-#pragma omp parallel
+    const int threads = threads_for(int64_t(batch) * in_features * out_features, kMinMacsPerThread);
+#pragma omp parallel num_threads(threads)
     {
         std::vector<int16_t> scratch(gemm_scratch_size(gemm_));
 #pragma omp for schedule(static)

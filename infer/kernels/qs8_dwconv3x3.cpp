@@ -2,6 +2,8 @@
 // blocks of 8 channels (two taps per vpmaddwd, exact int32 sums).
 #include "infer/kernels/qs8_dwconv3x3.h"
 
+#include "infer/kernels/threading.h"
+
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
@@ -73,7 +75,8 @@ void qs8_dwconv3x3(const PackedDepthwise3x3& dw, int batch, const int8_t* input,
     const Conv2dParams& p = dw.params;
     const int in_h = p.in_h, in_w = p.in_w, channels = p.out_c;
     const int out_h = p.out_h(), out_w = p.out_w();
-#pragma omp parallel for schedule(static)
+    const int threads = threads_for(int64_t(batch) * out_h * out_w * channels * 9, kMinMacsPerThread);
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int row = 0; row < batch * out_h; ++row) {
         const int b = row / out_h, oy = row % out_h;
         for (int ox = 0; ox < out_w; ++ox) {

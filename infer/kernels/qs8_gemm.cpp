@@ -44,9 +44,13 @@ static void widen_rows(const PackedGemm& g, const int8_t* const* rows, int count
 void qs8_gemm_panel_scalar(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
                            size_t ldc, int16_t* scratch) {
     widen_rows(g, rows, count, scratch);
+    qs8_gemm_panel_widened_scalar(g, scratch, count, c, ldc);
+}
+
+void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* rows, int count, int8_t* c, size_t ldc) {
     const size_t row_len = 2 * size_t(g.k_pairs);
     for (int r = 0; r < count; ++r) {
-        const int16_t* a = scratch + r * row_len;
+        const int16_t* a = rows + r * row_len;
         for (int col = 0; col < g.n; ++col) {
             const int16_t* w = g.weights.data() + size_t(col / kGemmTileN) * g.k_pairs * kGemmTileN * 2 +
                                (col % kGemmTileN) * 2;
@@ -64,6 +68,14 @@ void qs8_gemm_panel(const PackedGemm& g, const int8_t* const* rows, int count, i
     qs8_gemm_panel_avx2(g, rows, count, c, ldc, scratch);
 #else
     qs8_gemm_panel_scalar(g, rows, count, c, ldc, scratch);
+#endif
+}
+
+void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc) {
+#ifdef __AVX2__
+    qs8_gemm_panel_widened_avx2(g, a, count, c, ldc);
+#else
+    qs8_gemm_panel_widened_scalar(g, a, count, c, ldc);
 #endif
 }
 

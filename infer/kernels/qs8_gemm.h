@@ -66,4 +66,13 @@ void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int cou
                          size_t ldc, int16_t* scratch);
 #endif
 
+// The same kernels on rows already sign-extended to int16 (the im2col of
+// conv2d.cpp gathers straight into this form): `a` holds `count` rows of
+// 2 * k_pairs int16, row after row, an odd k padded with a 0.
+void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc);
+void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc);
+#ifdef __AVX2__
+void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc);
+#endif
+
 }  // namespace qf::infer

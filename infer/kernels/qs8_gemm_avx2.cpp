@@ -39,6 +39,10 @@ static inline __m256i broadcast_pair(const int16_t* p) {
 void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
                          size_t ldc, int16_t* scratch) {
     widen_rows_avx2(g, rows, count, scratch);
+    qs8_gemm_panel_widened_avx2(g, scratch, count, c, ldc);
+}
+
+void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* scratch, int count, int8_t* c, size_t ldc) {
     const size_t row_len = 2 * size_t(g.k_pairs);
     // Missing rows of a short panel repeat row 0: computed, never stored.
     const int16_t* a0 = scratch;
