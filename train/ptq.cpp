@@ -40,25 +40,6 @@ quant::QatOptions ptq_options(const QuantConfig& q) {
     return o;
 }
 
-// Loads the checkpoint into `model`; on a mismatch, the error (which names
-// the first tensor that does not fit) also says what the checkpoint was.
-void load_fp32(const Config& cfg, nn::Module& model) {
-    const std::string& path = cfg.quant.init_checkpoint;
-    try {
-        load_checkpoint(path, cfg.model.arch, model, nullptr);
-    } catch (const CheckpointError& e) {
-        std::string hint;
-        try {
-            const CheckpointInfo info = read_checkpoint_info(path);
-            if (info.arch != cfg.model.arch)
-                hint = "; the checkpoint is of model.arch=" + info.arch + ", the config says " + cfg.model.arch;
-        } catch (const std::exception&) {
-            // The load error already says why the file is unreadable.
-        }
-        throw CheckpointError(e.what() + hint);
-    }
-}
-
 // The first `count` batches of the training set, without augmentation, in a
 // shuffled order (seeded by the config) so that every class is seen.
 std::vector<Tensor> calibration_batches(const data::Dataset& train, const Config& cfg, int64_t count) {
@@ -108,7 +89,8 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
     Datasets data = make_datasets(cfg);
     nn::ModelSpec spec{cfg.model.arch, cfg.model.num_classes, cfg.model.in_channels, data.train->height()};
     std::shared_ptr<nn::Sequential> model = nn::build_model(spec, (uint32_t)cfg.seed);
-    load_fp32(cfg, *model);
+    // A checkpoint of another arch fails here, naming the first tensor that does not fit.
+    load_checkpoint(cfg.quant.init_checkpoint, cfg.model.arch, *model, nullptr);
     log << "ptq: " << cfg.model.arch << " from " << cfg.quant.init_checkpoint << "; weights "
         << quant::to_string(qopts.weight) << ", activations " << quant::to_string(qopts.activation) << "\n";
     model->eval();
