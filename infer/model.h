@@ -60,6 +60,20 @@ public:
         int64_t calls = 0;
     };
     void set_profiling(bool on) { profiling_ = on; }
+
+    // The output of op `index` from the last run (batch x h x w x c int8,
+    // NHWC), for parity checks against the fake-quant model.
+    struct OpOutput {
+        std::string name;
+        int h = 0, w = 0, c = 0;
+        int32_t zero_point = 0;
+        const int8_t* data = nullptr;
+    };
+    OpOutput op_output(int index) const {
+        const Step& st = steps_.at(size_t(index));
+        const Value& v = values_[size_t(st.output)];
+        return {st.name, v.h, v.w, v.c, v.zero_point, buffers_[size_t(v.buffer)].data()};
+    }
     const std::vector<OpTime>& profile() const { return profile_; }
     void reset_profile();
 

@@ -50,6 +50,12 @@ ActivationQuant::ActivationQuant(std::string name, const QatOptions& o, bool non
 }
 
 Tensor ActivationQuant::forward(const Tensor& x) {
+    Tensor y = quantize(x);
+    if (keep_output) last_output = y;
+    return y;
+}
+
+Tensor ActivationQuant::quantize(const Tensor& x) {
     const bool observing = learned_ == LearnedRanges::none ? training() && !ranges_frozen
                                                            : scale_.data()[0] <= 0.0f;
     if (observing) {

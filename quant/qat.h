@@ -63,8 +63,12 @@ public:
     const QuantScheme& scheme() const { return scheme_; }
     bool ranges_frozen = false;
     const std::string& name() const { return name_; }
+    // Parity checks: when set, forward keeps its last output here.
+    bool keep_output = false;
+    Tensor last_output;
 
 private:
+    Tensor quantize(const Tensor& x);
     std::string name_;
     QuantScheme scheme_;
     LearnedRanges learned_;

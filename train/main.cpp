@@ -17,11 +17,13 @@ int main(int argc, char** argv) {
     CLI::App app{"qforge train: trains a model from a JSON config"};
     std::string config_path, resume;
     std::vector<std::string> overrides;
-    bool eval_only = false, reference = false;
+    bool eval_only = false, reference = false, parity = false;
     app.add_option("config", config_path, "the JSON config file (see docs/config.md)");
     app.add_option("overrides", overrides, "dotted.key=value overrides of config keys");
     app.add_option("--resume", resume, "continue from this checkpoint (same as train.resume=PATH)");
     app.add_flag("--eval-only", eval_only, "evaluate the checkpoint given by --resume and stop");
+    app.add_flag("--parity", parity,
+                 "QAT: compare the fake-quant model of --resume with its int8 graph on the test set");
     app.add_flag("--config-reference", reference, "print the reference of every config key (Markdown)");
     try {
         app.parse(argc, argv);
@@ -41,6 +43,10 @@ int main(int argc, char** argv) {
         if (eval_only) overrides.push_back("train.eval_only=true");
         Config cfg = load_config(config_path, overrides);
         Trainer trainer(cfg);
+        if (parity) {
+            std::cout << trainer.parity().summary();
+            return 0;
+        }
         std::cout << "model " << cfg.model.arch << ": " << qf::nn::count_parameters(trainer.model())
                   << " parameters; out_dir " << cfg.out_dir << "\n";
         TrainSummary s = trainer.run();

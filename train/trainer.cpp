@@ -123,6 +123,34 @@ Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
     checkpoint_path_ = cfg_.out_dir + "/last.safetensors";
 }
 
+CheckpointInfo Trainer::resume() {
+    CheckpointInfo at = load_checkpoint(cfg_.train.resume, cfg_.model.arch, *model_,
+                                        cfg_.train.eval_only ? nullptr : optimizer_.get());
+    global_step_ = at.global_step;
+    last_checkpoint_ = cfg_.train.resume;
+    std::cout << "resumed from " << cfg_.train.resume << " at epoch " << at.epoch + 1 << ", batch "
+              << at.step_in_epoch << "\n";
+    return at;
+}
+
+quant::ParityReport Trainer::parity() {
+    if (!cfg_.quant.enabled)
+        throw ConfigError("parity compares the fake-quant model with its int8 graph: set quant.enabled=true");
+    if (!cfg_.train.resume.empty()) resume();
+    infer::Model int8(freeze_int8(), cfg_.model.arch + " (int8)");
+    quant::ParityChecker check(*model_, int8);
+    data::LoaderOptions lo;
+    lo.batch_size = cfg_.train.eval_batch_size;
+    lo.shuffle = false;
+    lo.train = false;
+    lo.num_workers = cfg_.data.workers;
+    data::DataLoader loader(*data_.test, lo);
+    loader.start_epoch(0);
+    data::Batch batch;
+    while (loader.next(batch)) check.add_batch(batch.images.data(), (int)batch.n);
+    return check.report();
+}
+
 EvalResult Trainer::evaluate() {
     if (!cfg_.quant.enabled)
         return evaluate_model(*model_, *data_.test, cfg_.train.eval_batch_size, cfg_.data.workers);
@@ -149,14 +177,9 @@ TrainSummary Trainer::run() {
     std::filesystem::create_directories(cfg_.out_dir);
     int64_t start_epoch = 0, skip = 0;
     if (!cfg_.train.resume.empty()) {
-        CheckpointInfo at = load_checkpoint(cfg_.train.resume, cfg_.model.arch, *model_,
-                                            cfg_.train.eval_only ? nullptr : optimizer_.get());
+        CheckpointInfo at = resume();
         start_epoch = at.epoch;
         skip = at.step_in_epoch;
-        global_step_ = at.global_step;
-        last_checkpoint_ = cfg_.train.resume;
-        std::cout << "resumed from " << cfg_.train.resume << " at epoch " << at.epoch + 1
-                  << ", batch " << at.step_in_epoch << "\n";
     }
     TrainSummary summary;
     if (cfg_.train.eval_only) {

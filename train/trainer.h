@@ -14,6 +14,8 @@
 #include "data/loader.h"
 #include "infer/model.h"
 #include "quant/freeze.h"
+#include "quant/parity.h"
+#include "train/checkpoint.h"
 #include "nn/models.h"
 #include "train/config.h"
 #include "train/datasets.h"
@@ -55,11 +57,16 @@ public:
     // QAT: the int8 graph of the current weights.
     infer::ModelSpec freeze_int8() const;
     bool quantized() const { return cfg_.quant.enabled; }
+    // QAT: compares the fake-quant forward with the frozen int8 graph on the
+    // test set (train.resume names the QAT checkpoint).
+    quant::ParityReport parity();
 
     nn::Sequential& model() { return *model_; }
     const Config& config() const { return cfg_; }
 
 private:
+    // Loads train.resume into the model (and optimizer unless eval-only).
+    CheckpointInfo resume();
     // False when train.stop_after_steps ended the run inside this epoch.
     bool train_epoch(int64_t epoch, int64_t skip_batches);
     void write_checkpoint(int64_t epoch, int64_t step_in_epoch);
