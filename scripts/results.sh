@@ -130,18 +130,20 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "CLE: conv→ReLU/ReLU6(→max pool)→conv pairs, depthwise included (ReLU6 clip kept at 6·s);"
     echo "bias correction: empirical, on the calibration batches."
     echo
-    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit (sym per-channel) | PyTorch 1.13 |"
+    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit | PyTorch 1.13 |"
     echo "|---|---|---|---|---|---|---|---|"
     for arch in $models; do
         echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(fmt "${acc[$arch,asym_pt]}") | $(fmt "${acc[$arch,asym_pt_cle_bc]}") | $(fmt "${acc[$arch,sym_pc]}") | $(fmt "${acc[$arch,sym_pc_cle_bc]}") | ${acc[$arch,qat]} | not measured |"
     done
     echo
-    echo "QAT: the final int8 evaluation in runs/<arch>_qat/metrics.jsonl when such a run exists"
+    qat_sources=""
     for arch in $models; do
-        [[ -n ${acc[$arch,qat_src]:-} ]] && echo "($arch: ${acc[$arch,qat_src]})"
+        if [[ -n ${acc[$arch,qat_src]:-} ]]; then qat_sources+=" $arch: ${acc[$arch,qat_src]};"; fi
     done
-    echo "; \"not run\" otherwise. PyTorch's eager-mode PTQ on the same weights (bench/torch_models.py)"
-    echo "was not measured by this script: those columns say \"not measured\"."
+    echo "QAT: the last int8 evaluation recorded in runs/<arch>_qat/metrics.jsonl (the QAT recipe's"
+    echo "run, when it exists${qat_sources:+:${qat_sources%;}}); \"not run\" when there is none."
+    echo "PyTorch: its eager-mode PTQ of the same weights (bench/torch_models.py with the fbgemm,"
+    echo "onednn and qnnpack engines) was not measured by this script, so those columns say \"not measured\"."
     echo
     echo "Each run's log (stage by stage: fold, CLE pairs and sweeps, bias correction, calibration,"
     echo "int8 accuracy) is runs/results/<arch>_<variant>/quantize.log; the overrides per variant:"
