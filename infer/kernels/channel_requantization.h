@@ -14,6 +14,7 @@ namespace qf::infer {
 struct ChannelRequantization {
     std::vector<int32_t> M0, left_shift, right_shift;  // [padded_channels]; padding lanes are 0
     OutputRange output;
+    bool any_left_shift = false;  // some multiplier is 1 or more (the kernels' slower path)
 
     // `multipliers` has 1 element (per tensor) or `channels`.
     ChannelRequantization(const std::vector<QuantizedMultiplier>& multipliers, int channels,
@@ -25,6 +26,7 @@ struct ChannelRequantization {
             M0[size_t(c)] = m.M0;
             left_shift[size_t(c)] = m.shift > 0 ? m.shift : 0;
             right_shift[size_t(c)] = m.shift > 0 ? 0 : -m.shift;
+            any_left_shift = any_left_shift || m.shift > 0;
         }
     }
     ChannelRequantization() = default;
@@ -47,6 +49,11 @@ struct ChannelRequantization {
                 _mm256_set1_epi32(output.zero_point),
                 _mm256_set1_epi32(output.min - output.zero_point),
                 _mm256_set1_epi32(output.max - output.zero_point)};
+    }
+    // requantize() of 8 accumulators with the constants q of lanes(c).
+    __m256i apply(__m256i acc, const avx2::RequantizeLanes& q) const {
+        return any_left_shift ? avx2::requantize_valid_multiplier<true>(acc, q)
+                              : avx2::requantize_valid_multiplier<false>(acc, q);
     }
 #endif
 };

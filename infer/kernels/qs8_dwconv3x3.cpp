@@ -66,7 +66,7 @@ static void depthwise_block_avx2(const PackedDepthwise3x3& dw, const int8_t* con
         const __m256i x = _mm256_set_m128i(_mm_unpackhi_epi16(x0, x1), _mm_unpacklo_epi16(x0, x1));
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
     }
-    avx2::store_int8x8(out, avx2::requantize(acc, dw.requantization.lanes(c)));
+    avx2::store_int8x8(out, dw.requantization.apply(acc, dw.requantization.lanes(c)));
 }
 #endif
 

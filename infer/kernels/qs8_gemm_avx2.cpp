@@ -79,8 +79,8 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* scratch, in
         const __m256i acc[kGemmTileM][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21}, {acc30, acc31}};
         const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
         for (int r = 0; r < count; ++r) {
-            const __m256i out0 = avx2::requantize(_mm256_add_epi32(acc[r][0], bias0), q0);
-            const __m256i out1 = avx2::requantize(_mm256_add_epi32(acc[r][1], bias1), q1);
+            const __m256i out0 = g.requantization.apply(_mm256_add_epi32(acc[r][0], bias0), q0);
+            const __m256i out1 = g.requantization.apply(_mm256_add_epi32(acc[r][1], bias1), q1);
             int8_t* dst = c + r * ldc + col;
             if (cols == kGemmTileN) {
                 avx2::store_int8x16(dst, out0, out1);

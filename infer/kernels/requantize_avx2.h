@@ -62,6 +62,28 @@ inline __m256i requantize(__m256i acc, const RequantizeLanes& q) {
     return _mm256_add_epi32(x, q.zero_point);
 }
 
+// The same as requantize() for the multipliers the kernels hold, in fewer
+// instructions (the output stage costs as much as the multiply-adds of a
+// small-k GEMM or a depthwise conv):
+//  - every lane's M0 is a valid multiplier's, in [0, 2^31): never INT32_MIN,
+//    so the doubling high multiply's one overflow case cannot occur;
+//  - kLeftShift false: every lane's left shift is 0 (all multipliers below
+//    1, the usual case), so the saturating left shift is the identity.
+// The odd lanes' products keep bits 31..62 in the upper half of each 64-bit
+// lane after a shift left by 1, and a blend takes them.
+template <bool kLeftShift>
+inline __m256i requantize_valid_multiplier(__m256i acc, const RequantizeLanes& q) {
+    const __m256i x = kLeftShift ? saturating_left_shift(acc, q.left_shift) : acc;
+    const __m256i nudge = _mm256_set1_epi64x(int64_t(1) << 30);
+    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, q.M0), nudge);
+    const __m256i odd = _mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0xF5), _mm256_shuffle_epi32(q.M0, 0xF5)), nudge);
+    const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
+    __m256i y = rounding_divide_by_pot(high, q.right_shift);
+    y = _mm256_min_epi32(_mm256_max_epi32(y, q.min_minus_zero_point), q.max_minus_zero_point);
+    return _mm256_add_epi32(y, q.zero_point);
+}
+
 // Stores 8 int32 lanes already within [-128, 127] as 8 int8.
 inline void store_int8x8(int8_t* dst, __m256i v) {
     const __m128i v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
