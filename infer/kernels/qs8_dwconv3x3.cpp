@@ -2,6 +2,9 @@
 // blocks of 8 channels (two taps per vpmaddwd, exact int32 sums).
 #include "infer/kernels/qs8_dwconv3x3.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "infer/kernels/threading.h"
 
 #ifdef __AVX2__
@@ -37,6 +40,19 @@ PackedDepthwise3x3 pack_depthwise3x3(const Conv2dParams& p, const int8_t* weight
         }
         dw.bias[size_t(c)] = (bias ? bias[c] : 0) - p.input_zero_point * sum;
     }
+    // weights16: the low halves (channels 0-3) of blocks 2B and 2B+1, then their high halves.
+    dw.weights16.resize(size_t(channels / 16) * kDepthwiseTapPairs * 32);
+    for (int block = 0; block < channels / 16; ++block) {
+        for (int pair = 0; pair < kDepthwiseTapPairs; ++pair) {
+            const int16_t* w0 = dw.weights.data() + (size_t(2 * block) * kDepthwiseTapPairs + pair) * 16;
+            const int16_t* w1 = w0 + kDepthwiseTapPairs * 16;
+            int16_t* dst = dw.weights16.data() + (size_t(block) * kDepthwiseTapPairs + pair) * 32;
+            std::copy(w0, w0 + 8, dst);
+            std::copy(w1, w1 + 8, dst + 8);
+            std::copy(w0 + 8, w0 + 16, dst + 16);
+            std::copy(w1 + 8, w1 + 16, dst + 24);
+        }
+    }
     dw.padding_row.assign(size_t(channels), int8_t(p.input_zero_point));
     dw.requantization = ChannelRequantization(p.multipliers, channels, padded, p.output);
     return dw;
@@ -68,6 +84,44 @@ static void depthwise_block_avx2(const PackedDepthwise3x3& dw, const int8_t* con
     }
     avx2::store_int8x8(out, dw.requantization.apply(acc, dw.requantization.lanes(c)));
 }
+
+// Channels [c, c + 16) of the out_w pixels of one output row (taps: 9 per
+// pixel), the channel block's constants loaded once for the row. vpunpck
+// splits a tap pair into channels {0-3, 8-11} and {4-7, 12-15} (weights16's
+// order); vpackssdw of the two halves puts the channels back in order.
+static void depthwise_row16_avx2(const PackedDepthwise3x3& dw, const int8_t* const* taps, int out_w, int c,
+                                 int8_t* out, size_t out_stride) {
+    auto lo = [](__m256i a, __m256i b) { return _mm256_permute2x128_si256(a, b, 0x20); };
+    auto hi = [](__m256i a, __m256i b) { return _mm256_permute2x128_si256(a, b, 0x31); };
+    const __m256i bias0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dw.bias.data() + c));
+    const __m256i bias1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dw.bias.data() + c + 8));
+    const avx2::RequantizeLanes q0 = dw.requantization.lanes(c), q1 = dw.requantization.lanes(c + 8);
+    const avx2::RequantizeLanes q_lo{lo(q0.M0, q1.M0), lo(q0.left_shift, q1.left_shift),
+                                     lo(q0.right_shift, q1.right_shift), q0.zero_point,
+                                     q0.min_minus_zero_point, q0.max_minus_zero_point};
+    const avx2::RequantizeLanes q_hi{hi(q0.M0, q1.M0), hi(q0.left_shift, q1.left_shift),
+                                     hi(q0.right_shift, q1.right_shift), q0.zero_point,
+                                     q0.min_minus_zero_point, q0.max_minus_zero_point};
+    const __m256i bias_lo = lo(bias0, bias1), bias_hi = hi(bias0, bias1);
+    const int16_t* w = dw.weights16.data() + size_t(c / 16) * kDepthwiseTapPairs * 32;
+    auto load16 = [c](const int8_t* row) {
+        return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c)));
+    };
+    for (int ox = 0; ox < out_w; ++ox, taps += 9) {
+        __m256i acc_lo = bias_lo, acc_hi = bias_hi;
+        for (int pair = 0; pair < kDepthwiseTapPairs; ++pair) {
+            const __m256i x0 = load16(taps[2 * pair]);
+            const __m256i x1 = 2 * pair + 1 < 9 ? load16(taps[2 * pair + 1]) : _mm256_setzero_si256();
+            const __m256i* wp = reinterpret_cast<const __m256i*>(w + pair * 32);
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), _mm256_loadu_si256(wp)));
+            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), _mm256_loadu_si256(wp + 1)));
+        }
+        const __m256i out16 = _mm256_packs_epi32(dw.requantization.apply(acc_lo, q_lo),
+                                                 dw.requantization.apply(acc_hi, q_hi));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + size_t(ox) * out_stride + c),
+                         _mm_packs_epi16(_mm256_castsi256_si128(out16), _mm256_extracti128_si256(out16, 1)));
+    }
+}
 #endif
 
 void qs8_dwconv3x3(const PackedDepthwise3x3& dw, int batch, const int8_t* input, int8_t* output,
@@ -79,8 +133,9 @@ void qs8_dwconv3x3(const PackedDepthwise3x3& dw, int batch, const int8_t* input,
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int row = 0; row < batch * out_h; ++row) {
         const int b = row / out_h, oy = row % out_h;
+        std::vector<const int8_t*> row_taps(size_t(out_w) * 9);  // 9 tap rows per output pixel
         for (int ox = 0; ox < out_w; ++ox) {
-            const int8_t* taps[9];
+            const int8_t** taps = row_taps.data() + size_t(ox) * 9;
             for (int ky = 0; ky < 3; ++ky) {
                 for (int kx = 0; kx < 3; ++kx) {
                     const int iy = oy * p.stride_h - p.pad_top + ky, ix = ox * p.stride_w - p.pad_left + kx;
@@ -89,8 +144,18 @@ void qs8_dwconv3x3(const PackedDepthwise3x3& dw, int batch, const int8_t* input,
                                                : dw.padding_row.data();
                 }
             }
-            int8_t* out = output + ((size_t(b) * out_h + oy) * out_w + ox) * channels;
-            int c = 0;
+        }
+        int8_t* out_row = output + (size_t(b) * out_h + oy) * out_w * channels;
+        int first = 0;  // channels below it are done for the whole row
+#ifdef __AVX2__
+        if (use_simd)
+            for (; first + 16 <= channels; first += 16)
+                depthwise_row16_avx2(dw, row_taps.data(), out_w, first, out_row, size_t(channels));
+#endif
+        for (int ox = 0; ox < out_w; ++ox) {
+            const int8_t* const* taps = row_taps.data() + size_t(ox) * 9;
+            int8_t* out = out_row + size_t(ox) * channels;
+            int c = first;
 #ifdef __AVX2__
             if (use_simd)
                 for (; c + kDepthwiseBlock <= channels; c += kDepthwiseBlock) depthwise_block_avx2(dw, taps, c, out + c);

@@ -24,6 +24,10 @@ struct PackedDepthwise3x3 {
     Conv2dParams params;
     int channel_blocks = 0;           // ceil(channels / kDepthwiseBlock)
     std::vector<int16_t> weights;     // [channel_blocks][kDepthwiseTapPairs][kDepthwiseBlock][2]
+    // The same weights for the AVX2 loop over 16 channels (whole pairs of
+    // blocks), in the order vpunpck{l,h}wd leaves a 16-channel tap pair:
+    // [channels / 16][kDepthwiseTapPairs][channels 0-3, 8-11, 4-7, 12-15][2].
+    std::vector<int16_t> weights16;
     std::vector<int32_t> bias;        // [channel_blocks * kDepthwiseBlock]: bias - zx * sum (w - zw)
     std::vector<int8_t> padding_row;  // channels values of zx: what out-of-image taps read
     ChannelRequantization requantization;
