@@ -29,6 +29,7 @@
 #include "autograd/ops.h"
 #include "bench/profile.h"
 #include "nn/models.h"
+#include "quant/qat.h"
 
 using namespace qf;
 using Clock = std::chrono::steady_clock;
@@ -44,6 +45,7 @@ struct Options {
     uint32_t seed = 0;
     bool profile = false;
     bool list_state = false;
+    bool qat = false;  // time a QAT step (prepare_qat with 8-bit defaults) instead
 };
 
 // The optimizer of DESIGN's fp32 recipe, written out here (as PyTorch's SGD)
@@ -135,11 +137,13 @@ int list_state(const std::string& arch) {
 int run_model(const std::string& arch, const Options& opt) {
     set_num_threads(opt.threads);
     auto model = nn::build_model({arch, 10, 1, 28}, opt.seed);
+    if (opt.qat) model = quant::prepare_qat(model, quant::QatOptions{});
     model->train();
     Sgd sgd(model->parameters());
     const Batch batch = random_batch(opt.batch, opt.seed + 1);
 
     OpProfile profile;
+    if (opt.profile && opt.qat) throw std::invalid_argument("--profile does not walk QAT models yet; drop --qat");
     if (opt.profile) check_profiled_forward(*model, batch.images);
 
     std::vector<double> step_ms;
@@ -255,9 +259,11 @@ Options parse_args(int argc, char** argv) {
             opt.profile = true;
         } else if (a == "--list-state") {
             opt.list_state = true;
+        } else if (a == "--qat") {
+            opt.qat = true;
         } else if (a == "-h" || a == "--help") {
             std::printf("usage: bench_train [--model lenet|resnet20|mbv2] [--batch 128] [--warmup 3] "
-                        "[--steps 20] [--threads 2] [--seed 0] [--profile] [--list-state]\n");
+                        "[--steps 20] [--threads 2] [--seed 0] [--profile] [--list-state] [--qat]\n");
             std::exit(0);
         } else {
             throw std::invalid_argument("unknown argument '" + a + "' (try --help)");
