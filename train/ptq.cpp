@@ -82,6 +82,7 @@ std::string accuracy(const EvalResult& r) {
 PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
     std::ostream& log = options.log ? *options.log : std::cout;
     const quant::QatOptions qopts = ptq_options(cfg.quant);
+    read_checkpoint_info(cfg.quant.init_checkpoint);  // a missing or foreign file fails before the data loads
     if (cfg.threads > 0) set_num_threads(cfg.threads);
     PtqResult r;
 
