@@ -14,6 +14,8 @@
 # --build DIR     where the quantize and train binaries are (default: build).
 # Runs go to runs/results/<arch>_<variant>/ (model.int8.safetensors and
 # quantize.log each). QAT: the last int8 evaluation in runs/<arch>_qat/metrics.jsonl.
+# PyTorch: when /usr/bin/python3 has torch, its FX PTQ (onednn, qnnpack) of the
+# same checkpoint; logs in runs/results/<arch>_torch_<engine>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +30,7 @@ while [[ $# -gt 0 ]]; do
         --fp32-dir) fp32_dir=$2; shift 2 ;;
         --build) build=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "results.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -63,6 +65,67 @@ last_eval_top1() {
     else
         grep '"event":"eval"' "$f" | tail -1 | sed -n 's/.*"test_top1":\([-0-9.eE+]*\).*/\1/p'
     fi
+}
+
+# PyTorch 1.13 (Debian's /usr/bin/python3) quantizing the same fp32 weights:
+# FX post-training static quantization with the engine's default qconfig.
+torch_py=$(mktemp --suffix=.py)
+trap 'rm -f "$torch_py"' EXIT
+cat > "$torch_py" <<'PY'
+# PyTorch 1.13's FX post-training static quantization of a qforge fp32
+# checkpoint (bench/torch_models.py builds the same module tree, so the names
+# match), with the engine's default qconfig, calibrated on the first
+# CALIB x 128 training images, scored on the 10,000 test images.
+#   python3 THIS ARCH CHECKPOINT ENGINE [CALIB]  -> "TORCH engine=E top1=T qconfig=..."
+import json, os, struct, sys
+import numpy as np
+import torch
+sys.path.insert(0, "bench")
+import torch_models
+arch, ckpt, engine = sys.argv[1:4]
+calib = int(sys.argv[4]) if len(sys.argv) > 4 else 16
+torch.set_num_threads(2)
+with open(ckpt, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    blob = f.read()
+state = {}
+for name, info in header.items():
+    if not name.startswith("model."):
+        continue
+    a, b = info["data_offsets"]
+    state[name[len("model."):]] = torch.from_numpy(np.frombuffer(blob[a:b], np.float32).reshape(info["shape"]).copy())
+model = torch_models.build_model(arch)
+missing, unexpected = model.load_state_dict(state, strict=False)
+missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+if missing or unexpected:
+    sys.exit(f"torch_ptq: {ckpt}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+model.eval()
+d = "/usr/share/datasets/fashion-mnist"
+xt, yt = torch_models.load_idx(f"{d}/t10k-images-idx3-ubyte.gz", f"{d}/t10k-labels-idx1-ubyte.gz")
+if engine == "fp32":
+    print(f"TORCH engine=fp32 top1={torch_models.evaluate(model, xt, yt):.2f}")
+    sys.exit(0)
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+torch.backends.quantized.engine = engine
+mapping = get_default_qconfig_mapping(engine)
+prepared = prepare_fx(model, mapping, example_inputs=(torch.randn(1, 1, 28, 28),))
+xs, _ = torch_models.load_idx(f"{d}/train-images-idx3-ubyte.gz", f"{d}/train-labels-idx1-ubyte.gz")
+with torch.inference_mode():
+    for i in range(calib):
+        prepared(xs[i * 128:(i + 1) * 128])
+q = convert_fx(prepared)
+qc = mapping.global_qconfig
+print(f"TORCH engine={engine} top1={torch_models.evaluate(q, xt, yt):.2f} "
+      f"weight={qc.weight.p.func.__name__ if hasattr(qc.weight, 'p') else qc.weight}")
+PY
+have_torch=0
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then have_torch=1; fi
+torch_ptq() {  # ARCH CHECKPOINT ENGINE -> top-1, or "failed"
+    local out
+    out=$(PYTHONWARNINGS=ignore /usr/bin/python3 "$torch_py" "$1" "$2" "$3" 2>"$4") || { echo failed; return; }
+    sed -n 's/^TORCH .*top1=\([0-9.]*\).*/\1/p' <<<"$out"
 }
 
 declare -A acc
@@ -102,6 +165,15 @@ for arch in $models; do
     else
         acc[$arch,qat]="not run"
     fi
+    for engine in onednn qnnpack; do
+        if [[ $have_torch == 1 ]]; then
+            echo "== $arch PyTorch PTQ ($engine)"
+            acc[$arch,torch_$engine]=$(torch_ptq "$arch" "$ckpt" "$engine" "runs/results/${arch}_torch_$engine.log")
+            echo "   top-1 ${acc[$arch,torch_$engine]}"
+        else
+            acc[$arch,torch_$engine]="not measured"
+        fi
+    done
 done
 
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
@@ -119,10 +191,10 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo
     echo "## Weights per-tensor vs per-channel (the whitepaper's table, PTQ without equalization or bias correction)"
     echo
-    echo "| model | asymmetric per-tensor | symmetric per-channel | asymmetric per-channel | fp32 | PyTorch 1.13 (fbgemm / onednn / qnnpack) |"
+    echo "| model | asymmetric per-tensor | symmetric per-channel | asymmetric per-channel | fp32 | PyTorch 1.13 PTQ, onednn / qnnpack |"
     echo "|---|---|---|---|---|---|"
     for arch in $models; do
-        echo "| $arch | $(fmt "${acc[$arch,asym_pt]}") | $(fmt "${acc[$arch,sym_pc]}") | $(fmt "${acc[$arch,asym_pc]}") | $(fmt "${acc[$arch,fp32]}") | not measured |"
+        echo "| $arch | $(fmt "${acc[$arch,asym_pt]}") | $(fmt "${acc[$arch,sym_pc]}") | $(fmt "${acc[$arch,asym_pc]}") | $(fmt "${acc[$arch,fp32]}") | ${acc[$arch,torch_onednn]} / ${acc[$arch,torch_qnnpack]} |"
     done
     echo
     echo "## With cross-layer equalization and bias correction, and QAT"
@@ -130,7 +202,7 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "CLE: conv→ReLU/ReLU6(→max pool)→conv pairs, depthwise included (ReLU6 clip kept at 6·s);"
     echo "bias correction: empirical, on the calibration batches."
     echo
-    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit | PyTorch 1.13 |"
+    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit | PyTorch 1.13 QAT |"
     echo "|---|---|---|---|---|---|---|---|"
     for arch in $models; do
         echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(fmt "${acc[$arch,asym_pt]}") | $(fmt "${acc[$arch,asym_pt_cle_bc]}") | $(fmt "${acc[$arch,sym_pc]}") | $(fmt "${acc[$arch,sym_pc_cle_bc]}") | ${acc[$arch,qat]} | not measured |"
@@ -142,8 +214,12 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     done
     echo "QAT: the last int8 evaluation recorded in runs/<arch>_qat/metrics.jsonl (the QAT recipe's"
     echo "run, when it exists${qat_sources:+:${qat_sources%;}}); \"not run\" when there is none."
-    echo "PyTorch: its eager-mode PTQ of the same weights (bench/torch_models.py with the fbgemm,"
-    echo "onednn and qnnpack engines) was not measured by this script, so those columns say \"not measured\"."
+    echo "PyTorch PTQ: PyTorch 1.13 (Debian's python3-torch; this build has the onednn and qnnpack"
+    echo "engines, no fbgemm) quantizing the same fp32 checkpoint with FX post-training static"
+    echo "quantization and the engine's default qconfig (onednn: symmetric per-channel weights;"
+    echo "qnnpack: symmetric per-tensor weights; activations: histogram observer), calibrated on the"
+    echo "first 16 x 128 training images, scored on the same test set (the script is inside"
+    echo "scripts/results.sh). PyTorch QAT: not measured by this script."
     echo
     echo "Each run's log (stage by stage: fold, CLE pairs and sweeps, bias correction, calibration,"
     echo "int8 accuracy) is runs/results/<arch>_<variant>/quantize.log; the overrides per variant:"

@@ -151,6 +151,11 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
         << cfg.quant.observer << " observer)"
         << ((int64_t)batches.size() < cfg.ptq.calibration_batches ? " (all the training set has)" : "") << "\n";
 
+    if (options.evaluate_fake_quant) {
+        r.fake_quant = evaluate_model(*qat, *data.test, cfg.train.eval_batch_size, cfg.data.workers);
+        log << "ptq: fake-quant simulation " << accuracy(r.fake_quant) << "\n";
+    }
+
     // 6. Freeze, evaluate the int8 graph, write it.
     const data::Dataset& d = *data.train;
     quant::FreezeInput in{d.channels(), d.height(), d.width(),

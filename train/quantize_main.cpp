@@ -21,11 +21,12 @@ int main(int argc, char** argv) {
     CLI::App app{"qforge quantize: post-training quantization of an fp32 checkpoint to the int8 graph"};
     std::string config_path, checkpoint;
     std::vector<std::string> overrides;
-    bool skip_fp32 = false;
+    bool skip_fp32 = false, fake_quant = false;
     app.add_option("config", config_path, "the JSON config file (see docs/config.md)");
     app.add_option("overrides", overrides, "dotted.key=value overrides of config keys");
     app.add_option("--checkpoint", checkpoint, "the fp32 checkpoint (same as quant.init_checkpoint=PATH)");
     app.add_flag("--skip-fp32", skip_fp32, "do not evaluate the fp32 checkpoint");
+    app.add_flag("--eval-fake-quant", fake_quant, "also evaluate the fake-quant simulation (a diagnostic)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
     try {
         if (!checkpoint.empty()) overrides.push_back("quant.init_checkpoint=" + checkpoint);
         Config cfg = load_config(config_path, overrides);
-        PtqResult r = run_ptq(cfg, {.evaluate_fp32 = !skip_fp32});
+        PtqResult r = run_ptq(cfg, {.evaluate_fp32 = !skip_fp32, .evaluate_fake_quant = fake_quant});
         if (!skip_fp32)
             std::printf("fp32: top-1 %.2f%%, top-5 %.2f%% on %lld images\n", r.fp32.top1, r.fp32.top5,
                         (long long)r.fp32.images);
