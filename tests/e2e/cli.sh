@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The `train` binary on bad input: each case must exit non-zero with a
 # message naming what is wrong, and never crash.
-#   tests/e2e/cli.sh PATH/TO/train
+#   tests/e2e/cli.sh PATH/TO/train PATH/TO/idx_to_png
 set -u
 TRAIN=$1
+IDX_TO_PNG=$2
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 passed=0 failed=0
@@ -54,6 +55,19 @@ expect "truncated checkpoint" 1 "truncated.safetensors" -- "$TRAIN" configs/smok
     --resume "$TMP/truncated.safetensors" --eval-only
 expect "eval-only on a good checkpoint" 0 "test top-1" -- "$TRAIN" configs/smoke.json \
     --resume "$TMP/lenet/last.safetensors" --eval-only
+
+# The ImageNet-style case: Fashion-MNIST written out as PNG class folders,
+# trained from the folders with decoding on worker threads.
+FM=/usr/share/datasets/fashion-mnist
+expect "idx_to_png" 0 "" -- "$IDX_TO_PNG" $FM/train-images-idx3-ubyte.gz $FM/train-labels-idx1-ubyte.gz "$TMP/png/train" --limit 300
+expect "idx_to_png refuses a non-empty folder" 1 "not empty" -- "$IDX_TO_PNG" $FM/train-images-idx3-ubyte.gz $FM/train-labels-idx1-ubyte.gz "$TMP/png/train" --limit 10
+expect "train on PNG folders" 0 "test top-1" -- "$TRAIN" configs/lenet_png.json data.train_dir="$TMP/png/train" \
+    data.val_dir="$TMP/png/train" train.epochs=1 train.batch_size=32 out_dir="$TMP/png_run"
+printf 'not a png' > "$TMP/png/train/Bag/broken.png"
+expect "a corrupt image is skipped with a warning" 0 "broken.png" -- "$TRAIN" configs/lenet_png.json \
+    data.train_dir="$TMP/png/train" data.val_dir="$TMP/png/train" train.epochs=1 train.batch_size=32 out_dir="$TMP/png_run2"
+expect "or fails when the config says so" 1 "broken.png" -- "$TRAIN" configs/lenet_png.json data.on_bad_image=fail \
+    data.train_dir="$TMP/png/train" data.val_dir="$TMP/png/train" train.epochs=1 train.batch_size=32 out_dir="$TMP/png_run3"
 
 echo "cli: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
