@@ -85,8 +85,8 @@ private:
         int buffer = -1;  // index into buffers_ (flatten shares its input's)
         int64_t elements() const { return int64_t(h) * w * c; }
     };
-    // The prepared kernel of each op type (conv2d and FC are the fast
-    // kernels; the others run the reference kernels).
+    // The prepared kernel of each op type (fast kernels for conv2d, FC,
+    // add and the pools; concat runs the reference kernel).
     struct MaxPool { PoolParams params; };
     struct AveragePool { PoolParams params; };
     struct Flatten {};
