@@ -56,6 +56,8 @@ variants=(
 # The value of KEY=... in the RESULT line of a quantize log.
 result_field() { sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$1" | tail -1; }
 fmt() { [[ -z $1 || $1 == nan ]] && echo "–" || printf '%.2f' "$1"; }
+# An int8 cell: top-1 with ties against the label, then (ties to the first class).
+cell() { echo "$(fmt "${acc[$1,$2]}") ($(fmt "${acc[$1,$2_argmax]}"))"; }
 
 # The test top-1 of the last eval record of a metrics.jsonl (QAT: the int8 graph's).
 last_eval_top1() {
@@ -157,6 +159,7 @@ for arch in $models; do
             first=0
         fi
         acc[$arch,$name]=$(result_field "$dir/quantize.log" int8_top1)
+        acc[$arch,${name}_argmax]=$(result_field "$dir/quantize.log" int8_argmax_top1)
     done
     qat_metrics=runs/${arch}_qat/metrics.jsonl
     if [[ -f $qat_metrics ]] && q=$(last_eval_top1 "$qat_metrics") && [[ -n $q ]]; then
@@ -189,12 +192,17 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "fake-quant simulation. Activations 8-bit asymmetric per-tensor, min/max observer over"
     echo "16 training batches (no augmentation); weights 8-bit; BN folded before quantizing."
     echo
+    echo "Ties: the int8 logits take 256 values, so the top two classes tie on some images. Each"
+    echo "int8 cell gives qforge's own score first (a tie counts against the label, as the trainer's"
+    echo "evaluation does), then in parentheses the score with ties going to the first class, as"
+    echo "torch.argmax does: the figure to compare with the PyTorch column."
+    echo
     echo "## Weights per-tensor vs per-channel (the whitepaper's table, PTQ without equalization or bias correction)"
     echo
     echo "| model | asymmetric per-tensor | symmetric per-channel | asymmetric per-channel | fp32 | PyTorch 1.13 PTQ, onednn / qnnpack |"
     echo "|---|---|---|---|---|---|"
     for arch in $models; do
-        echo "| $arch | $(fmt "${acc[$arch,asym_pt]}") | $(fmt "${acc[$arch,sym_pc]}") | $(fmt "${acc[$arch,asym_pc]}") | $(fmt "${acc[$arch,fp32]}") | ${acc[$arch,torch_onednn]} / ${acc[$arch,torch_qnnpack]} |"
+        echo "| $arch | $(cell "$arch" asym_pt) | $(cell "$arch" sym_pc) | $(cell "$arch" asym_pc) | $(fmt "${acc[$arch,fp32]}") | ${acc[$arch,torch_onednn]} / ${acc[$arch,torch_qnnpack]} |"
     done
     echo
     echo "## With cross-layer equalization and bias correction, and QAT"
@@ -205,7 +213,7 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit | PyTorch 1.13 QAT |"
     echo "|---|---|---|---|---|---|---|---|"
     for arch in $models; do
-        echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(fmt "${acc[$arch,asym_pt]}") | $(fmt "${acc[$arch,asym_pt_cle_bc]}") | $(fmt "${acc[$arch,sym_pc]}") | $(fmt "${acc[$arch,sym_pc_cle_bc]}") | ${acc[$arch,qat]} | not measured |"
+        echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(cell "$arch" asym_pt) | $(cell "$arch" asym_pt_cle_bc) | $(cell "$arch" sym_pc) | $(cell "$arch" sym_pc_cle_bc) | ${acc[$arch,qat]} | not measured |"
     done
     echo
     qat_sources=""
