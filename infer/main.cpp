@@ -30,6 +30,7 @@
 
 #include "data/image_io.h"
 #include "data/loader.h"
+#include "infer/label_rank.h"
 #include "infer/model.h"
 
 using namespace qf;
@@ -133,11 +134,9 @@ int evaluate(const Options& opt, infer::Model& model) {
         for (int64_t i = 0; i < batch.n; ++i) {
             const float* row = logits.data() + i * classes;
             const int32_t label = batch.labels[size_t(i)];
-            // The label's rank: how many classes score higher (ties count for the label).
-            int higher = 0;
-            for (int c = 0; c < classes; ++c) higher += row[c] > row[label];
-            top1 += higher == 0;
-            topk += higher < top_k;
+            const int rank = label_rank(row, classes, label);
+            top1 += rank == 0;
+            topk += rank < top_k;
         }
         images += batch.n;
         if (progress)

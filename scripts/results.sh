@@ -56,8 +56,8 @@ variants=(
 # The value of KEY=... in the RESULT line of a quantize log.
 result_field() { sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$1" | tail -1; }
 fmt() { [[ -z $1 || $1 == nan ]] && echo "–" || printf '%.2f' "$1"; }
-# An int8 cell: top-1 with ties against the label, then (ties to the first class).
-cell() { echo "$(fmt "${acc[$1,$2]}") ($(fmt "${acc[$1,$2_argmax]}"))"; }
+# An int8 cell: top-1, ties going to the first class as torch.argmax (infer/label_rank.h).
+cell() { fmt "${acc[$1,$2]}"; }
 
 # The test top-1 of the last eval record of a metrics.jsonl (QAT: the int8 graph's).
 last_eval_top1() {
@@ -159,7 +159,6 @@ for arch in $models; do
             first=0
         fi
         acc[$arch,$name]=$(result_field "$dir/quantize.log" int8_top1)
-        acc[$arch,${name}_argmax]=$(result_field "$dir/quantize.log" int8_argmax_top1)
     done
     qat_metrics=runs/${arch}_qat/metrics.jsonl
     if [[ -f $qat_metrics ]] && q=$(last_eval_top1 "$qat_metrics") && [[ -n $q ]]; then
@@ -192,10 +191,8 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "fake-quant simulation. Activations 8-bit asymmetric per-tensor, min/max observer over"
     echo "16 training batches (no augmentation); weights 8-bit; BN folded before quantizing."
     echo
-    echo "Ties: the int8 logits take 256 values, so the top two classes tie on some images. Each"
-    echo "int8 cell gives qforge's own score first (a tie counts against the label, as the trainer's"
-    echo "evaluation does), then in parentheses the score with ties going to the first class, as"
-    echo "torch.argmax does: the figure to compare with the PyTorch column."
+    echo "Ties: the int8 logits take 256 values, so the top two classes tie on some images; every"
+    echo "score here (qforge's and PyTorch's) gives a tie to the first class, as torch.argmax does."
     echo
     echo "## Weights per-tensor vs per-channel (the whitepaper's table, PTQ without equalization or bias correction)"
     echo

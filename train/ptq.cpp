@@ -72,29 +72,6 @@ quant::QuantizeWeights weight_quantizer(const quant::QuantScheme& scheme) {
     };
 }
 
-// Top-1 with ties going to the lowest class index (torch.argmax), percent.
-double argmax_top1(infer::Model& model, const data::Dataset& test, const Config& cfg) {
-    data::LoaderOptions lo;
-    lo.batch_size = cfg.train.eval_batch_size;
-    lo.shuffle = false;
-    lo.train = false;
-    lo.num_workers = cfg.data.workers;
-    data::DataLoader loader(test, lo);
-    loader.start_epoch(0);
-    int64_t correct = 0, images = 0;
-    const int k = model.num_classes();
-    data::Batch b;
-    while (loader.next(b)) {
-        std::span<const float> logits = model.run(b.images.data(), (int)b.n);
-        for (int64_t i = 0; i < b.n; i++) {
-            const float* row = logits.data() + i * k;
-            correct += std::max_element(row, row + k) - row == b.labels[i];
-        }
-        images += b.n;
-    }
-    return images ? 100.0 * (double)correct / (double)images : 0.0;
-}
-
 std::string accuracy(const EvalResult& r) {
     std::ostringstream s;
     s << std::fixed << std::setprecision(2) << "top-1 " << r.top1 << "%, top-5 " << r.top5 << "% on "
@@ -188,9 +165,7 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
     r.int8_spec = quant::freeze(*qat, in);
     infer::Model int8(r.int8_spec, cfg.model.arch + " (int8)");
     r.int8 = evaluate_int8(int8, *data.test, cfg.train.eval_batch_size, cfg.data.workers);
-    r.int8_argmax_top1 = argmax_top1(int8, *data.test, cfg);
-    log << "ptq: int8 " << accuracy(r.int8) << " (ties to the first class, as torch.argmax: top-1 "
-        << std::fixed << std::setprecision(2) << r.int8_argmax_top1 << "%)\n" << std::defaultfloat;
+    log << "ptq: int8 " << accuracy(r.int8) << "\n";
 
     std::filesystem::create_directories(cfg.out_dir);
     r.int8_model = cfg.out_dir + "/model.int8.safetensors";

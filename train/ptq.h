@@ -48,11 +48,7 @@ struct PtqOptions {
 struct PtqResult {
     infer::ModelSpec int8_spec;  // the frozen int8 graph
     EvalResult fp32;             // the checkpoint as loaded, before folding (images == 0 if skipped)
-    EvalResult int8;             // the int8 graph on the test set (ties count against the label, as evaluate_int8)
-    // Top-1 of the int8 graph with ties going to the lowest class index
-    // (torch.argmax's convention, so comparable with PyTorch's figures). The
-    // int8 logits tie often enough to matter: about half a point on lenet.
-    double int8_argmax_top1 = 0;
+    EvalResult int8;             // the int8 graph on the test set (argmax's tie rule, infer/label_rank.h)
     EvalResult fake_quant;       // the fake-quant simulation, if asked for (images == 0 if not)
     std::string int8_model;      // where it was written
     int folded_layers = 0;

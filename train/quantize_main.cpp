@@ -4,8 +4,8 @@
 // named by quant.init_checkpoint with the config's quant and ptq sections,
 // prints the fp32 and int8 test accuracy and writes the int8 model to
 // out_dir/model.int8.safetensors. The last line is machine-readable:
-//   RESULT arch=lenet fp32_top1=90.44 fp32_top5=99.88 int8_top1=89.98 int8_top5=99.88 int8_argmax_top1=90.35 model=PATH
-// (int8_argmax_top1: ties of the int8 logits go to the first class, as torch.argmax)
+//   RESULT arch=lenet fp32_top1=90.44 fp32_top5=99.88 int8_top1=90.35 int8_top5=99.88 model=PATH
+// (ties of the logits go to the first class, as torch.argmax: infer/label_rank.h)
 // (fp32_* are "nan" with --skip-fp32).
 // Exit codes: 0 done, 1 a runtime failure (data, checkpoint, quantization,
 // I/O), 2 bad config or command line.
@@ -54,9 +54,9 @@ int main(int argc, char** argv) {
             std::snprintf(buf, sizeof buf, "%.2f", v);
             return skip_fp32 ? std::string("nan") : std::string(buf);
         };
-        std::printf("RESULT arch=%s fp32_top1=%s fp32_top5=%s int8_top1=%.2f int8_top5=%.2f int8_argmax_top1=%.2f model=%s\n",
+        std::printf("RESULT arch=%s fp32_top1=%s fp32_top5=%s int8_top1=%.2f int8_top5=%.2f model=%s\n",
                     cfg.model.arch.c_str(), fmt(r.fp32.top1).c_str(), fmt(r.fp32.top5).c_str(), r.int8.top1,
-                    r.int8.top5, r.int8_argmax_top1, r.int8_model.c_str());
+                    r.int8.top5, r.int8_model.c_str());
         return 0;
     } catch (const ConfigError& e) {
         std::cerr << "quantize: " << e.what() << "\n";

@@ -8,22 +8,21 @@
 
 #include "autograd/gemm.h"
 #include "train/checkpoint.h"
+#include "infer/label_rank.h"
 #include "train/metrics.h"
 
 namespace qf::train {
 
 namespace {
-// Counts the samples whose label is among the k largest logits.
+// Counts the samples whose label is the top-1 / among the top-5 logits
+// (argmax's tie rule: infer/label_rank.h).
 void count_correct(const Tensor& logits, const std::vector<int32_t>& labels, int64_t& top1,
                    int64_t& top5) {
     const int64_t n = logits.dim(0), k = logits.dim(1);
     for (int64_t i = 0; i < n; i++) {
-        const float* row = logits.data() + i * k;
-        const float target = row[labels[i]];
-        int64_t larger = 0;  // ties count against the label, so a constant output scores 0
-        for (int64_t j = 0; j < k; j++) larger += (j != labels[i] && row[j] >= target);
-        top1 += larger == 0;
-        top5 += larger < 5;
+        const int rank = infer::label_rank(logits.data() + i * k, (int)k, labels[i]);
+        top1 += rank == 0;
+        top5 += rank < 5;
     }
 }
 
