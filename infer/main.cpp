@@ -134,7 +134,7 @@ int evaluate(const Options& opt, infer::Model& model) {
         for (int64_t i = 0; i < batch.n; ++i) {
             const float* row = logits.data() + i * classes;
             const int32_t label = batch.labels[size_t(i)];
-            const int rank = label_rank(row, classes, label);
+            const int rank = qf::infer::label_rank(row, classes, label);
             top1 += rank == 0;
             topk += rank < top_k;
         }
