@@ -68,3 +68,26 @@ TEST_CASE("a diverging run stops at the first non-finite loss and keeps its last
     Trainer fresh(cfg);
     CHECK_NOTHROW(load_checkpoint("runs/test_e2e_nan/last.safetensors", "lenet", fresh.model(), nullptr));
 }
+
+TEST_CASE("QAT from the fp32 checkpoint: validation is the int8 graph, which infer loads, in parity") {
+    if (!std::filesystem::exists("runs/test_e2e_full/last.safetensors"))
+        Trainer(smoke("runs/test_e2e_full")).run();
+    for (const char* recipe : {"quant.learned_ranges=none", "quant.learned_ranges=lsq"}) {
+        CAPTURE(recipe);
+        Config cfg = smoke("runs/test_e2e_qat", {"quant.enabled=true", "quant.init_checkpoint=runs/test_e2e_full/last.safetensors",
+                                                 "train.epochs=1", "optimizer.lr=0.001", "quant.freeze_bn_after_steps=16",
+                                                 "quant.freeze_ranges_after_steps=24", recipe});
+        TrainSummary s = Trainer(cfg).run();
+        CHECK(s.final_eval.top1 > 50.0);
+        REQUIRE(s.int8_model == "runs/test_e2e_qat/model.int8.safetensors");
+        infer::Model int8 = infer::Model::load(s.int8_model);
+        EvalResult again = evaluate_int8(int8, *make_datasets(cfg).test, 256, 1);
+        CHECK(again.top1 == s.final_eval.top1);  // the reported accuracy is the file's
+
+        Config resumed = cfg;
+        resumed.train.resume = "runs/test_e2e_qat/last.safetensors";
+        quant::ParityReport p = Trainer(resumed).parity();
+        CHECK(p.top1_agreement() >= 99.8);
+        CHECK(p.within_one() >= 99.0);
+    }
+}
