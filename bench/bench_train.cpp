@@ -30,6 +30,7 @@
 #include "bench/profile.h"
 #include "nn/models.h"
 #include "quant/qat.h"
+#include "train/optimizer.h"
 
 using namespace qf;
 using Clock = std::chrono::steady_clock;
@@ -46,43 +47,6 @@ struct Options {
     bool profile = false;
     bool list_state = false;
     bool qat = false;  // time a QAT step (prepare_qat with 8-bit defaults) instead
-};
-
-// The optimizer of DESIGN's fp32 recipe, written out here (as PyTorch's SGD)
-// because the benchmark must not wait for train/: for every parameter
-//   g = grad + wd * w;  v = momentum * v + g (v = g on the first step);  w -= lr * v
-struct Sgd {
-    float lr = 0.05f, momentum = 0.9f, weight_decay = 5e-4f;
-    std::vector<Tensor> params;
-    std::vector<std::vector<float>> velocity;
-
-    explicit Sgd(const std::vector<nn::NamedTensor>& named) {
-        for (const auto& p : named) params.push_back(p.tensor);
-        velocity.resize(params.size());
-    }
-
-    void step() {
-        for (size_t i = 0; i < params.size(); i++) {
-            Tensor& p = params[i];
-            if (!p.has_grad()) continue;
-            float* w = p.data();
-            const float* g = p.grad();
-            std::vector<float>& v = velocity[i];
-            const bool first = v.empty();
-            if (first) v.resize(p.numel());
-            for (int64_t j = 0; j < p.numel(); j++) {
-                const float d = g[j] + weight_decay * w[j];
-                v[j] = first ? d : momentum * v[j] + d;
-                w[j] -= lr * v[j];
-            }
-        }
-    }
-
-    // Zeroes the gradients in place, keeping their storage for the next step.
-    void zero_grad() {
-        for (Tensor& p : params)
-            if (p.has_grad()) std::fill(p.grad(), p.grad() + p.numel(), 0.0f);
-    }
 };
 
 double peak_rss_mb() {
@@ -139,7 +103,10 @@ int run_model(const std::string& arch, const Options& opt) {
     auto model = nn::build_model({arch, 10, 1, 28}, opt.seed);
     if (opt.qat) model = quant::prepare_qat(model, quant::QatOptions{});
     model->train();
-    Sgd sgd(model->parameters());
+    // The optimizer the train binary uses, with DESIGN's fp32 recipe (the
+    // OptimizerConfig defaults: SGD, momentum 0.9, weight decay 5e-4).
+    const train::OptimizerConfig recipe;
+    auto sgd = train::make_optimizer(recipe, model->parameters());
     const Batch batch = random_batch(opt.batch, opt.seed + 1);
 
     OpProfile profile;
@@ -154,7 +121,7 @@ int run_model(const std::string& arch, const Options& opt) {
         if (i == opt.warmup) faults_at_start = page_faults();
         OpProfile* prof = opt.profile && timed ? &profile : nullptr;
         const auto t0 = Clock::now();
-        sgd.zero_grad();
+        sgd->zero_grad();
         Tensor loss;
         if (prof) {
             prof->begin_step();
@@ -163,12 +130,12 @@ int run_model(const std::string& arch, const Options& opt) {
             prof->forward_done();
             backward(loss);
             prof->backward_done();
-            sgd.step();
+            sgd->step(recipe.lr);
             prof->step_done();
         } else {
             loss = cross_entropy(model->forward(batch.images), batch.labels);
             backward(loss);
-            sgd.step();
+            sgd->step(recipe.lr);
         }
         const double ms = ms_since(t0);
         loss_value = loss.item();
