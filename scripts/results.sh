@@ -13,7 +13,7 @@
 # --models LIST   space- or comma-separated subset (default: all three).
 # --build DIR     where the quantize and train binaries are (default: build).
 # Runs go to runs/results/<arch>_<variant>/ (model.int8.safetensors and
-# quantize.log each). QAT: the last int8 evaluation in runs/<arch>_qat/metrics.jsonl.
+# quantize.log each). QAT: runs/<arch>_qat/last.safetensors evaluated (int8 graph).
 # PyTorch: when /usr/bin/python3 has torch, its FX PTQ (onednn, qnnpack) of the
 # same checkpoint; logs in runs/results/<arch>_torch_<engine>.log.
 set -euo pipefail
@@ -59,14 +59,13 @@ fmt() { [[ -z $1 || $1 == nan ]] && echo "–" || printf '%.2f' "$1"; }
 # An int8 cell: top-1, ties going to the first class as torch.argmax (infer/label_rank.h).
 cell() { fmt "${acc[$1,$2]}"; }
 
-# The test top-1 of the last eval record of a metrics.jsonl (QAT: the int8 graph's).
-last_eval_top1() {
-    local f=$1
-    if command -v jq >/dev/null; then
-        jq -r 'select(.event == "eval") | .test_top1' "$f" | tail -1
-    else
-        grep '"event":"eval"' "$f" | tail -1 | sed -n 's/.*"test_top1":\([-0-9.eE+]*\).*/\1/p'
-    fi
+# The test top-1 of a QAT run's last checkpoint, evaluated now by the train
+# binary (its evaluation of a QAT model runs the frozen int8 graph).
+qat_top1() {
+    local dir=$1
+    [[ -f $dir/last.safetensors && -f $dir/config.resolved.json ]] || return 1
+    "$build/train/train" "$dir/config.resolved.json" --resume "$dir/last.safetensors" --eval-only 2>/dev/null |
+        sed -n 's/^test top-1 \([0-9.]*\)%.*/\1/p'
 }
 
 # PyTorch 1.13 (Debian's /usr/bin/python3) quantizing the same fp32 weights:
@@ -160,10 +159,10 @@ for arch in $models; do
         fi
         acc[$arch,$name]=$(result_field "$dir/quantize.log" int8_top1)
     done
-    qat_metrics=runs/${arch}_qat/metrics.jsonl
-    if [[ -f $qat_metrics ]] && q=$(last_eval_top1 "$qat_metrics") && [[ -n $q ]]; then
+    qat_dir=runs/${arch}_qat
+    if q=$(qat_top1 "$qat_dir") && [[ -n $q ]]; then
         acc[$arch,qat]=$(printf '%.2f' "$q")
-        acc[$arch,qat_src]=$qat_metrics
+        acc[$arch,qat_src]=$qat_dir/last.safetensors
     else
         acc[$arch,qat]="not run"
     fi
@@ -217,8 +216,8 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     for arch in $models; do
         if [[ -n ${acc[$arch,qat_src]:-} ]]; then qat_sources+=" $arch: ${acc[$arch,qat_src]};"; fi
     done
-    echo "QAT: the last int8 evaluation recorded in runs/<arch>_qat/metrics.jsonl (the QAT recipe's"
-    echo "run, when it exists${qat_sources:+:${qat_sources%;}}); \"not run\" when there is none."
+    echo "QAT: the DESIGN recipe's run (configs/<arch>_qat.json), its last checkpoint evaluated now on"
+    echo "the frozen int8 graph by the train binary${qat_sources:+ (${qat_sources# })}; \"not run\" when there is none."
     echo "PyTorch PTQ: PyTorch 1.13 (Debian's python3-torch; this build has the onednn and qnnpack"
     echo "engines, no fbgemm) quantizing the same fp32 checkpoint with FX post-training static"
     echo "quantization and the engine's default qconfig (onednn: symmetric per-channel weights;"
