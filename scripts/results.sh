@@ -217,7 +217,8 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
         if [[ -n ${acc[$arch,qat_src]:-} ]]; then qat_sources+=" $arch: ${acc[$arch,qat_src]};"; fi
     done
     echo "QAT: the DESIGN recipe's run (configs/<arch>_qat.json), its last checkpoint evaluated now on"
-    echo "the frozen int8 graph by the train binary${qat_sources:+ (${qat_sources# })}; \"not run\" when there is none."
+    qat_sources=${qat_sources# }
+    echo "the frozen int8 graph by the train binary${qat_sources:+ (${qat_sources%;})}; \"not run\" when there is none."
     echo "PyTorch PTQ: PyTorch 1.13 (Debian's python3-torch; this build has the onednn and qnnpack"
     echo "engines, no fbgemm) quantizing the same fp32 checkpoint with FX post-training static"
     echo "quantization and the engine's default qconfig (onednn: symmetric per-channel weights;"
