@@ -432,8 +432,9 @@ Config parse_config_text(const std::string& text, const std::string& source,
     json document;
     try {
         document = parse_json(text, source);
-    } catch (const json::parse_error& e) {
-        // what() is "[json.exception.parse_error.101] parse error at line 3, column 5: ...".
+    } catch (const json::exception& e) {
+        // what() is "[json.exception.parse_error.101] parse error at line 3, column 5: ..."
+        // or "[json.exception.out_of_range.406] number overflow parsing '1e999'".
         std::string what = e.what();
         size_t bracket = what.find("] ");
         throw ConfigError(source + ": malformed JSON: " +
