@@ -469,7 +469,7 @@ void apply_override(Config& cfg, const std::string& override_text) {
     json value;
     try {
         value = parse_json(text, where);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {  // not JSON (or a number out of range): the text itself
         value = text;
     }
     if (const ConfigKey* key = find_key(path)) {

@@ -76,6 +76,7 @@ TEST_CASE("config: malformed JSON names the file, line and column") {
     CHECK_THROWS_WITH_AS(parse(""), doctest::Contains("malformed JSON"), ConfigError);
     // A number beyond double's range is a config error too (found by fuzz_config).
     CHECK_THROWS_WITH_AS(parse(R"({"seed": 666e66666666})"), doctest::Contains("number overflow"), ConfigError);
+    CHECK_THROWS_AS(parse_config_text("{}", "cfg.json", {"seed=1e999"}), ConfigError);
     CHECK_THROWS_WITH_AS(parse("[1, 2]"), doctest::Contains("must be a JSON object"), ConfigError);
     CHECK_THROWS_WITH_AS(parse(R"({"seed": 1, "seed": 2})"), doctest::Contains("'seed' appears twice"),
                          ConfigError);
