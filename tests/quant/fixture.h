@@ -4,11 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "autograd/tensor.h"
 #include "format/safetensors.h"
+#include "quant/scheme.h"
 
 namespace qf::test {
 
@@ -49,6 +51,16 @@ inline void check_close(const std::vector<float>& got, const std::vector<float>&
     }
     INFO("worst element " << worst_i << ": got " << got[worst_i] << " want " << want[worst_i]);
     CHECK(worst <= 0);
+}
+
+// The message of the QuantError that f throws; empty if it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const quant::QuantError& e) {
+        return e.what();
+    }
+    return "";
 }
 
 }  // namespace qf::test

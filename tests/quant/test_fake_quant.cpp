@@ -18,6 +18,7 @@
 
 using namespace qf;
 using namespace qf::quant;
+using qf::test::error_of;
 using qf::test::check_close;
 using qf::test::check_gradients;
 using qf::test::fixture_has_meta;
@@ -99,15 +100,6 @@ Tensor learnable(const std::vector<float>& v) {
     Tensor t = Tensor::from({int64_t(v.size())}, v);
     t.set_requires_grad(true);
     return t;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const QuantError& e) {
-        return e.what();
-    }
-    return "";
 }
 
 }  // namespace

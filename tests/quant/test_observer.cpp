@@ -12,6 +12,7 @@
 
 using namespace qf;
 using namespace qf::quant;
+using qf::test::error_of;
 using qf::test::fixture_has_meta;
 using qf::test::fixture_ints;
 using qf::test::fixture_number;
@@ -24,15 +25,6 @@ QuantScheme int8_scheme(bool per_channel = false, int axis = 0) {
     s.per_channel = per_channel;
     s.axis = axis;
     return s;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const QuantError& e) {
-        return e.what();
-    }
-    return "";
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

@@ -7,9 +7,11 @@
 #include <string>
 
 #include "quant/scheme.h"
+#include "tests/quant/fixture.h"
 
 using namespace qf;
 using namespace qf::quant;
+using qf::test::error_of;
 
 namespace {
 
@@ -20,17 +22,6 @@ QuantScheme scheme(int bits, bool is_signed, bool symmetric = false, bool narrow
     s.symmetric = symmetric;
     s.narrow_range = narrow;
     return s;
-}
-
-// The message of the QuantError that f throws ("" if none).
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const QuantError& e) {
-        return e.what();
-    }
-    return "";
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
