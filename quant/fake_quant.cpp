@@ -177,6 +177,25 @@ Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantSche
     return out;
 }
 
+Tensor fake_quantize_bias(const Tensor& b, const QuantParams& weight_params, double input_scale,
+                          const std::string& name) {
+    const int64_t n = b.numel();
+    if (b.ndim() != 1 || (weight_params.channels() != 1 && (int64_t)weight_params.channels() != n))
+        throw QuantError(name + ": bias " + shape_str(b.shape()) + " with " +
+                         std::to_string(weight_params.channels()) + " weight scales");
+    Tensor out = Tensor::empty(b.shape());
+    for (int64_t c = 0; c < n; c++) {
+        const double sw = weight_params.scales[weight_params.channels() == 1 ? 0 : c];
+        out.data()[c] = float(quantize_bias_level(b.data()[c], sw, input_scale) * sw * input_scale);
+    }
+    if (needs_grad({&b})) {
+        record("fake_quantize_bias", out, [b = b, out, n]() mutable {
+            for (int64_t c = 0; c < n; c++) b.grad()[c] += out.grad()[c];
+        });
+    }
+    return out;
+}
+
 // ---- learned ranges (LSQ, LSQ+) ----------------------------------------------------------
 
 float lsq_grad_factor(int64_t numel, const QuantScheme& scheme) {

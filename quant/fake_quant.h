@@ -21,6 +21,7 @@
 // Backward: the straight-through estimator. d(y)/d(x) = 1 where the unclamped
 // nearbyint(x / s) + z lies inside [qmin, qmax], 0 elsewhere (and for NaN).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -61,6 +62,18 @@ Tensor fake_quantize_learned(const Tensor& x, const Tensor& scale, const Tensor&
 // elements sharing one scale in Esser et al.; PyTorch's _LearnableFakeQuantize
 // passes the whole tensor's numel, per channel too; so do the fixtures.
 float lsq_grad_factor(int64_t numel, const QuantScheme& scheme);
+
+// A bias as the integer graph adds it to its int32 accumulator: in steps of
+// sw[c] * sx (channel c's weight scale times the input's scale),
+//   q = nearbyint(b / (sw * sx))  in double,   y = q * sw * sx,
+// the rounding freeze writes (quantize_bias_level). Backward: straight
+// through (the int32 range is never near; freeze refuses a bias beyond it).
+// weight_params: per tensor (1 scale) or one scale per element of b.
+Tensor fake_quantize_bias(const Tensor& b, const QuantParams& weight_params, double input_scale,
+                          const std::string& name = "fake_quantize_bias");
+inline double quantize_bias_level(float b, double weight_scale, double input_scale) {
+    return std::nearbyint(double(b) / (weight_scale * input_scale));
+}
 
 // PACT (Choi et al. 2018): y = fake-quantized clamp(x, 0, alpha), with the
 // range [0, alpha] mapped onto [qmin, qmax]: s = alpha / (qmax - qmin),

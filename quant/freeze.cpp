@@ -78,7 +78,7 @@ std::vector<int32_t> quantize_bias(const std::vector<float>& b, const std::vecto
                                    const std::string& layer) {
     std::vector<int32_t> q(b.size());
     for (size_t o = 0; o < b.size(); o++) {
-        const double v = std::nearbyint((double)b[o] / (sw[o] * sx));
+        const double v = quantize_bias_level(b[o], sw[o], sx);
         if (!(std::fabs(v) <= (double)std::numeric_limits<int32_t>::max()))
             throw QuantError(layer + ": bias of channel " + std::to_string(o) + " (" + std::to_string(b[o]) +
                              ") does not fit int32 at scale sw*sx = " + std::to_string(sw[o] * sx));
@@ -123,7 +123,9 @@ private:
     }
 
     Stored conv(const QatConvBnAct& c, const Stored& x, const std::string& name) {
-        const Tensor w = c.folded_weight();
+        NoGrad no_grad;
+        const QatConvBnAct::Folded f = c.fold();
+        const Tensor& w = f.weight;
         const QuantizedWeights qw = quantize_weights(w, c.weight_quant.qparams(w), c.weight_quant.scheme());
         Stored y = stored(c.out_quant->qparams(), c.out_quant->scheme());
         const int OC = (int)w.dim(0), Cg = (int)w.dim(1), K = (int)w.dim(2);
@@ -139,7 +141,7 @@ private:
                 for (int kh = 0; kh < K; kh++)
                     for (int kw = 0; kw < K; kw++)
                         s.weights[((o * K + kh) * K + kw) * Cg + i] = qw.q[((o * Cg + i) * K + kh) * K + kw];
-        s.bias = quantize_bias(c.folded_bias(), qw.scales, x.scale, name);
+        s.bias = quantize_bias(std::vector<float>(f.bias.data(), f.bias.data() + OC), qw.scales, x.scale, name);
         s.weight_zero_points = qw.zero_points;
         for (int o = 0; o < OC; o++) s.multipliers.push_back(multiplier(qw.scales[o] * x.scale / y.scale, name));
         s.output = output_range(y, c.act);

@@ -58,6 +58,7 @@ void Observer::observe(const Tensor& x) {
             batch.finite[c] = merge(batch.finite[c], finite_range(span, layout.inner));
         }
     }
+    if (reduce_) reduce_(batch.finite);
     for (int64_t c = 0; c < layout.channels; c++) {
         if (batch.has(c)) seen_[c] = true;
     }

@@ -11,6 +11,7 @@
 // saw no finite value (never called, or only NaN/inf) throws QuantError
 // naming itself when asked for its range.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,13 @@ public:
     const QuantScheme& scheme() const { return scheme_; }
     virtual const char* kind() const = 0;  // "minmax", ... for messages
 
+    // Data-parallel training: combines each observed batch's per-channel
+    // finite ranges with the other processes' ({+inf, -inf} where a channel
+    // had none) before the observer uses them, so that every process's
+    // observer moves identically. Unset (the default): this process's ranges.
+    using RangeReduce = std::function<void(std::vector<Range>& batch_ranges)>;
+    void set_range_reduce(RangeReduce reduce) { reduce_ = std::move(reduce); }
+
 protected:
     // One observed tensor, already split into channels, with each channel's
     // finite min/max (max < min where a channel had none).
@@ -57,6 +65,7 @@ private:
     QuantScheme scheme_;
     std::vector<bool> seen_;  // per channel: any finite value so far
     int64_t calls_ = 0;
+    RangeReduce reduce_;
 };
 
 // The smallest min and largest max ever seen (PyTorch's MinMaxObserver and

@@ -13,6 +13,20 @@ std::string ParityReport::summary() const {
     s << (first_divergence.empty() ? std::string("no op differs from the fake-quant forward by more than 1 step")
                                    : "first op differing by more than 1 step: " + first_divergence)
       << "\n";
+    for (const Point& p : points)
+        if (p.differ > 0) {
+            s << "first op differing at all: '" << p.op << "': " << p.differ << " of " << p.values
+              << " values (" << 100.0 * p.differ / p.values << "%)\n";
+            break;
+        }
+    return s.str();
+}
+
+std::string ParityReport::per_point() const {
+    std::ostringstream s;
+    for (const Point& p : points)
+        s << "  " << p.op << ": " << p.differ << " of " << p.values << " values differ by 1 step or more, "
+          << p.differ_more << " by more than 1\n";
     return s.str();
 }
 
@@ -68,10 +82,11 @@ void ParityChecker::add_batch(const float* images, int n) {
     }
     report_.images += n;
     report_.logits += int64_t(n) * K;
-    if (report_.first_divergence.empty()) find_divergence(n);
+    compare_points(n);
 }
 
-void ParityChecker::find_divergence(int n) {
+void ParityChecker::compare_points(int n) {
+    size_t next_point = 0;
     for (int op = 0; op < int8_.num_ops(); op++) {
         const infer::Model::OpOutput out = int8_.op_output(op);
         // freeze names an op's quantization point "<op>.out", and a block's
@@ -86,7 +101,7 @@ void ParityChecker::find_divergence(int n) {
         const QuantParams p = a.qparams();
         const int C = out.c, HW = out.h * out.w;
         if (y.numel() != int64_t(n) * C * HW) continue;
-        int64_t bad = 0, worst = 0;
+        int64_t bad = 0, differ = 0, worst = 0;
         for (int i = 0; i < n; i++)
             for (int c = 0; c < C; c++)
                 for (int hw = 0; hw < HW; hw++) {
@@ -94,13 +109,18 @@ void ParityChecker::find_divergence(int n) {
                     const int32_t qi = out.data[(int64_t(i) * HW + hw) * C + c];
                     const int64_t d = std::abs(int64_t(qs) - qi);
                     bad += d > 1;
+                    differ += d > 0;
                     worst = std::max(worst, d);
                 }
-        if (bad > 0) {
+        if (next_point == report_.points.size()) report_.points.push_back({out.name});
+        ParityReport::Point& pt = report_.points[next_point++];
+        pt.values += int64_t(n) * C * HW;
+        pt.differ += differ;
+        pt.differ_more += bad;
+        if (bad > 0 && report_.first_divergence.empty()) {
             report_.first_divergence = "op " + std::to_string(op) + " '" + out.name + "': " + std::to_string(bad) +
                                        " of " + std::to_string(int64_t(n) * C * HW) +
                                        " values, by up to " + std::to_string(worst) + " steps";
-            return;
         }
     }
 }

@@ -8,6 +8,7 @@
 //   std::cout << check.report().summary();
 #pragma once
 #include <string>
+#include <vector>
 
 #include "infer/model.h"
 #include "quant/qat.h"
@@ -21,9 +22,19 @@ struct ParityReport {
     // fake-quant activation by more than one step on some batch, with how
     // many values and the largest difference; empty when none did.
     std::string first_divergence;
+    // Per quantization point in graph order: how many stored values the two
+    // paths produced, and how many differ at all (the first place a 1-step
+    // rounding flip appears is where the two arithmetics part).
+    struct Point {
+        std::string op;
+        int64_t values = 0, differ = 0, differ_more = 0;
+    };
+    std::vector<Point> points;
     double top1_agreement() const { return images ? 100.0 * same_top1 / images : 0; }
     double within_one() const { return logits ? 100.0 * logits_within_one / logits : 0; }
     std::string summary() const;
+    // One line per quantization point: the share of values that differ.
+    std::string per_point() const;
 };
 
 class ParityChecker {
@@ -36,7 +47,8 @@ public:
     const ParityReport& report() const { return report_; }
 
 private:
-    void find_divergence(int n);
+    // Compares every quantization point's stored integers, op by op.
+    void compare_points(int n);
     nn::Sequential& qat_;
     infer::Model& int8_;
     std::map<std::string, ActivationQuant*> points_;  // by name

@@ -137,43 +137,49 @@ QatConvBnAct::QatConvBnAct(const nn::ConvBnAct& fp32, const std::string& name, c
             "weight_scale", Tensor::zeros({o.weight.per_channel ? conv->out_channels : 1}), false));
 }
 
-std::vector<float> QatConvBnAct::fold_scale() const {
+namespace {
+// The scale of the point a layer reads: its bias's int32 grid needs it.
+double input_scale(const ActivationQuant* in, const std::string& layer) {
+    if (!in) throw QuantError(layer + ": no input quantization point; prepare the model with prepare_qat");
+    return in->qparams().scales[0];
+}
+}  // namespace
+
+QatConvBnAct::Folded QatConvBnAct::fold() const {
     const int64_t C = bn->channels;
-    std::vector<float> sf(C);
+    std::vector<float> inv_std(C), minus_mean(C);
+    for (int64_t c = 0; c < C; c++) {
+        inv_std[c] = 1.0f / std::sqrt(bn->running_var.data()[c] + bn->eps);
+        minus_mean[c] = -bn->running_mean.data()[c];
+    }
+    const Tensor sf = scale_channels(bn->gamma, Tensor::from({C}, inv_std), 0);
+    Tensor centered = Tensor::from({C}, minus_mean);
+    if (conv->bias.defined()) centered = add(conv->bias, centered);
+    return {scale_channels(conv->weight, sf, 0), add(bn->beta, scale_channels(centered, sf, 0))};
+}
+
+Tensor QatConvBnAct::forward(const Tensor& x) {
+    if (training() && !bn_frozen) return forward_batch_statistics(x);
+    const Folded f = fold();
+    const Tensor wq = weight_quant.apply(f.weight);
+    const Tensor b = fake_quantize_bias(f.bias, weight_quant.qparams(f.weight),
+                                        input_scale(input_quant, weight_quant.name()), weight_quant.name());
+    return out_quant->forward(nn::apply_act(conv2d(x, wq, b, conv->params), act));
+}
+
+Tensor QatConvBnAct::forward_batch_statistics(const Tensor& x) {
+    const int64_t C = bn->channels;
+    std::vector<float> sf(C), inv(C);
     for (int64_t c = 0; c < C; c++) {
         float s = bn->gamma.data()[c] / std::sqrt(bn->running_var.data()[c] + bn->eps);
         // A BN scale of ~0 makes the channel the constant beta; keep 1/sf finite.
         if (std::fabs(s) < 1e-8f) s = s < 0 ? -1e-8f : 1e-8f;
         sf[c] = s;
+        inv[c] = 1.0f / s;
     }
-    return sf;
-}
-
-Tensor QatConvBnAct::folded_weight() const {
-    NoGrad ng;
-    const std::vector<float> sf = fold_scale();
-    return scale_channels(conv->weight, Tensor::from({(int64_t)sf.size()}, sf), 0);
-}
-
-std::vector<float> QatConvBnAct::folded_bias() const {
-    const std::vector<float> sf = fold_scale();
-    std::vector<float> b(sf.size());
-    for (size_t c = 0; c < sf.size(); c++) {
-        const float conv_bias = conv->bias.defined() ? conv->bias.data()[c] : 0.0f;
-        b[c] = bn->beta.data()[c] + (conv_bias - bn->running_mean.data()[c]) * sf[c];
-    }
-    return b;
-}
-
-Tensor QatConvBnAct::forward(const Tensor& x) {
-    const std::vector<float> sf = fold_scale();
-    std::vector<float> inv(sf.size());
-    for (size_t c = 0; c < sf.size(); c++) inv[c] = 1.0f / sf[c];
-    const int64_t C = (int64_t)sf.size();
     Tensor wq = weight_quant.apply(scale_channels(conv->weight, Tensor::from({C}, sf), 0));
     Tensor y = scale_channels(conv2d(x, wq, conv->bias, conv->params), Tensor::from({C}, inv), 1);
-    y = batch_norm(y, bn->gamma, bn->beta, bn->running_mean, bn->running_var,
-                   training() && !bn_frozen, bn->momentum, bn->eps);
+    y = batch_norm(y, bn->gamma, bn->beta, bn->running_mean, bn->running_var, true, bn->momentum, bn->eps);
     return out_quant->forward(nn::apply_act(y, act));
 }
 
@@ -192,7 +198,12 @@ QatLinear::QatLinear(const nn::Linear& fp32, const std::string& name, const QatO
 }
 
 Tensor QatLinear::forward(const Tensor& x) {
-    return out_quant->forward(nn::apply_act(linear(x, weight_quant.apply(weight), bias), act));
+    const Tensor wq = weight_quant.apply(weight);
+    Tensor b = bias;
+    if (b.defined())
+        b = fake_quantize_bias(bias, weight_quant.qparams(weight), input_scale(input_quant, weight_quant.name()),
+                               weight_quant.name());
+    return out_quant->forward(nn::apply_act(linear(x, wq, b), act));
 }
 
 // ---- global average pool ----------------------------------------------------
@@ -206,38 +217,57 @@ Tensor QatGlobalAvgPool::forward(const Tensor& x) { return out_quant->forward(gl
 // ---- the rewrite ------------------------------------------------------------
 
 namespace {
+// `in` is the quantization point the module reads; on return, the one its
+// output carries (max pool and flatten keep their input's).
 std::shared_ptr<QatConvBnAct> qat_conv(const std::shared_ptr<nn::ConvBnAct>& c, const std::string& name,
-                                       const QatOptions& o) {
-    return c ? std::make_shared<QatConvBnAct>(*c, name, o) : nullptr;
+                                       const QatOptions& o, const ActivationQuant*& in) {
+    auto q = std::make_shared<QatConvBnAct>(*c, name, o);
+    q->input_quant = in;
+    in = q->out_quant.get();
+    return q;
 }
 
 std::shared_ptr<nn::Module> convert(const std::shared_ptr<nn::Module>& m, const std::string& name,
-                                     const QatOptions& o) {
-    if (auto c = std::dynamic_pointer_cast<nn::ConvBnAct>(m)) return qat_conv(c, name, o);
-    if (auto l = std::dynamic_pointer_cast<nn::Linear>(m)) return std::make_shared<QatLinear>(*l, name, o);
-    if (std::dynamic_pointer_cast<nn::GlobalAvgPool>(m)) return std::make_shared<QatGlobalAvgPool>(name, o);
+                                     const QatOptions& o, const ActivationQuant*& in) {
+    if (auto c = std::dynamic_pointer_cast<nn::ConvBnAct>(m)) return qat_conv(c, name, o, in);
+    if (auto l = std::dynamic_pointer_cast<nn::Linear>(m)) {
+        auto q = std::make_shared<QatLinear>(*l, name, o);
+        q->input_quant = in;
+        in = q->out_quant.get();
+        return q;
+    }
+    if (std::dynamic_pointer_cast<nn::GlobalAvgPool>(m)) {
+        auto q = std::make_shared<QatGlobalAvgPool>(name, o);
+        in = q->out_quant.get();
+        return q;
+    }
     if (std::dynamic_pointer_cast<nn::MaxPool2d>(m) || std::dynamic_pointer_cast<nn::Flatten>(m)) return m;
     if (auto b = std::dynamic_pointer_cast<nn::BasicBlock>(m)) {
-        b->conv1 = qat_conv(b->conv1, name + ".conv1", o);
+        const ActivationQuant* x = in;
+        b->conv1 = qat_conv(b->conv1, name + ".conv1", o, in);
         b->replace_module("conv1", b->conv1);
-        b->conv2 = qat_conv(b->conv2, name + ".conv2", o);
+        b->conv2 = qat_conv(b->conv2, name + ".conv2", o, in);
         b->replace_module("conv2", b->conv2);
         if (b->shortcut) {
-            b->shortcut = qat_conv(b->shortcut, name + ".shortcut", o);
+            b->shortcut = qat_conv(b->shortcut, name + ".shortcut", o, x);
             b->replace_module("shortcut", b->shortcut);
         }
-        b->out_quant = std::make_shared<ActivationQuant>(name + ".out", o, true);
+        auto out = std::make_shared<ActivationQuant>(name + ".out", o, true);
+        in = out.get();
+        b->out_quant = out;
         b->replace_module("out_quant", b->out_quant);
         return b;
     }
     if (auto r = std::dynamic_pointer_cast<nn::InvertedResidual>(m)) {
-        r->expand = qat_conv(r->expand, name + ".expand", o);
+        r->expand = qat_conv(r->expand, name + ".expand", o, in);
         r->replace_module("expand", r->expand);
-        r->depthwise = qat_conv(r->depthwise, name + ".depthwise", o);
+        r->depthwise = qat_conv(r->depthwise, name + ".depthwise", o, in);
         r->replace_module("depthwise", r->depthwise);
-        r->project = qat_conv(r->project, name + ".project", o);
+        r->project = qat_conv(r->project, name + ".project", o, in);
         r->replace_module("project", r->project);
-        r->out_quant = std::make_shared<ActivationQuant>(name + ".out", o, false);
+        auto out = std::make_shared<ActivationQuant>(name + ".out", o, false);
+        if (r->residual) in = out.get();
+        r->out_quant = out;
         r->replace_module("out_quant", r->out_quant);
         return r;
     }
@@ -249,8 +279,10 @@ std::shared_ptr<nn::Sequential> prepare_qat(const std::shared_ptr<nn::Sequential
                                             const QatOptions& options) {
     options.validate();
     auto q = std::make_shared<nn::Sequential>();
-    q->add("input_quant", std::make_shared<ActivationQuant>("input", options, false));
-    for (const auto& [name, child] : fp32->children()) q->add(name, convert(child, name, options));
+    auto input = std::make_shared<ActivationQuant>("input", options, false);
+    q->add("input_quant", input);
+    const ActivationQuant* in = input.get();
+    for (const auto& [name, child] : fp32->children()) q->add(name, convert(child, name, options, in));
     q->train(fp32->training());
     return q;
 }

@@ -10,13 +10,17 @@
 // Conv+BN is simulated folded, as the whitepaper (and PyTorch's
 // ConvBnReLU2d) does it:
 //   sf = gamma / sqrt(running_var + eps)               (per output channel)
-//   y  = conv(x, fake_quant(w * sf)) / sf               the integer conv's weights
-//   y  = batch_norm(y)  with batch statistics before the BN freeze (the
-//        "correction factor" form), running statistics after it; then
-//        y = conv(x, fake_quant(w * sf)) + beta - gamma * mean / std
-//   is exactly what freeze writes: folded weight and bias.
-// sf is treated as a constant in the backward (gamma still learns through
-// the BN op); PyTorch also differentiates through sf, a second-order effect.
+//   before the BN freeze, in training: batch statistics with the
+//   "correction factor" form
+//     y = batch_norm(conv(x, fake_quant(w * sf)) / sf)   (sf a constant here)
+//   after it, and always in eval: exactly what the int8 graph computes,
+//     y = conv(x, fake_quant(w * sf)) + fake_quantize_bias(b, sw, sx)
+//     b = beta + (conv_bias - running_mean) * sf
+//   with the folded bias on the int32 grid sw[c] * sx of the accumulator
+//   (sx: the scale of the layer's input point). gamma and beta learn through
+//   w * sf and b. The same fold() is what freeze quantizes, so the two cannot
+//   round differently.
+// Linear layers quantize their bias the same way.
 //
 // Example:
 //   auto qat = prepare_qat(fp32_model, options);    // shares the fp32 tensors
@@ -63,6 +67,7 @@ public:
     const QuantScheme& scheme() const { return scheme_; }
     bool ranges_frozen = false;
     const std::string& name() const { return name_; }
+    Observer& observer() { return *observer_; }  // data-parallel training sets its range reduce
     // Parity checks: when set, forward keeps its last output here.
     bool keep_output = false;
     Tensor last_output;
@@ -87,6 +92,7 @@ public:
     Tensor apply(const Tensor& w);
     QuantParams qparams(const Tensor& w) const;  // what apply used / freeze uses
     const QuantScheme& scheme() const { return scheme_; }
+    const std::string& name() const { return name_; }
     Tensor lsq_scale() const { return scale_; }
     // LSQ: the step-size parameter the owning layer registered (zeros until
     // the first apply() initializes it from the weight's min/max).
@@ -106,15 +112,23 @@ public:
     Tensor forward(const Tensor& x) override;
     std::string kind() const override { return "QatConvBnAct"; }
 
-    // BN folding factor gamma / sqrt(running_var + eps), guarded away from 0.
-    std::vector<float> fold_scale() const;
-    // The folded float weight w * sf (what freeze quantizes).
-    Tensor folded_weight() const;
-    std::vector<float> folded_bias() const;  // beta - gamma * mean / std
+    // The folded float weight w * sf and bias beta + (conv_bias - mean) * sf
+    // with running statistics: what the forward uses once BN is frozen, and
+    // what freeze quantizes. Differentiable in the weight, gamma and beta.
+    struct Folded {
+        Tensor weight, bias;
+    };
+    Folded fold() const;
 
     bool bn_frozen = false;
     WeightQuant weight_quant;
     std::shared_ptr<ActivationQuant> out_quant;
+    // The quantization point this layer reads (its scale is the bias's
+    // input scale); set by prepare_qat.
+    const ActivationQuant* input_quant = nullptr;
+
+private:
+    Tensor forward_batch_statistics(const Tensor& x);
 };
 
 // Linear(+act) with fake-quantized weights and a quantized output.
@@ -129,6 +143,7 @@ public:
     Tensor weight, bias;
     WeightQuant weight_quant;
     std::shared_ptr<ActivationQuant> out_quant;
+    const ActivationQuant* input_quant = nullptr;  // set by prepare_qat
 };
 
 // Global average pool followed by its requantization.
