@@ -46,7 +46,14 @@ BnDims bn_dims(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     return d;
 }
 
+SumOverProcesses& batch_norm_sync() {
+    static SumOverProcesses sum;
+    return sum;
+}
+
 }  // namespace
+
+void set_batch_norm_sync(SumOverProcesses sum) { batch_norm_sync() = std::move(sum); }
 
 // x (N, C, H, W) or (N, C); gamma, beta (C) or undefined (1 and 0);
 // running_mean, running_var (C) -> y of x's shape
@@ -54,10 +61,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   Tensor& running_mean, Tensor& running_var, bool training, float momentum,
                   float eps) {
     const BnDims d = bn_dims(x, gamma, beta, running_mean, running_var);
-    const int64_t N = d.N, C = d.C, S = d.S, M = N * S;
-    if (training && M < 2)
-        throw std::invalid_argument("batch_norm: training needs more than one value per channel, x is " +
-                                    shape_str(x.shape()));
+    const int64_t N = d.N, C = d.C, S = d.S;
+    const SumOverProcesses sync = training ? batch_norm_sync() : SumOverProcesses();
+    int64_t M = N * S;  // values per channel the statistics are over (all processes' under sync)
 
     Tensor out = Tensor::empty(x.shape());
     // Per-channel statistics kept for the backward: the mean and 1/sqrt(var + eps)
@@ -71,43 +77,57 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     float* rmean = running_mean.data();
     float* rvar = running_var.data();
 
+    if (training) {
+        // Two passes, the mean first and then the sum of squares about it, so
+        // that the variance does not cancel when |mean| >> std. Rows of S
+        // values are summed in float (vectorized), rows in double. A sample's
+        // contribution does not depend on which process holds it, so SyncBN
+        // over R processes matches one process with the whole batch (up to
+        // the order of the double additions).
+        auto channel_sums = [&](auto&& term, double* sums) {
+#pragma omp parallel for schedule(static) if (N * C * S > 4096)
+            for (int64_t c = 0; c < C; c++) {
+                double sum = 0;
+                for (int64_t n = 0; n < N; n++) {
+                    const float* xc = inp + (n * C + c) * S;
+                    float row = 0;
+#pragma omp simd reduction(+ : row)
+                    for (int64_t s = 0; s < S; s++) row += term(xc[s], c);
+                    sum += row;
+                }
+                sums[c] = sum;
+            }
+        };
+        std::vector<double> sums(C + 1);  // per channel, then the count
+        channel_sums([](float v, int64_t) { return v; }, sums.data());
+        sums[C] = (double)M;
+        if (sync) sync(sums.data(), C + 1);
+        M = (int64_t)sums[C];
+        if (M < 2)
+            throw std::invalid_argument("batch_norm: training needs more than one value per channel, x is " +
+                                        shape_str(x.shape()));
+        for (int64_t c = 0; c < C; c++) mean[c] = (float)(sums[c] / M);
+        channel_sums([&](float v, int64_t c) { return (v - mean[c]) * (v - mean[c]); }, sums.data());
+        if (sync) sync(sums.data(), C);
+        for (int64_t c = 0; c < C; c++) {
+            const double var = sums[c] / M;  // biased
+            invstd[c] = (float)(1.0 / std::sqrt(var + eps));
+            rmean[c] = (1.0f - momentum) * rmean[c] + momentum * mean[c];
+            rvar[c] = (float)((1.0 - momentum) * rvar[c] + momentum * var * M / (M - 1));
+        }
+    } else {
+        for (int64_t c = 0; c < C; c++) {
+            mean[c] = rmean[c];
+            invstd[c] = (float)(1.0 / std::sqrt((double)rvar[c] + eps));
+        }
+    }
+
+    // Pass 2: y = x * scale + bias with the affine map folded in.
 #pragma omp parallel for schedule(static) if (N * C * S > 4096)
     for (int64_t c = 0; c < C; c++) {
-        float mu, istd;
-        if (training) {
-            // Pass 1: sums shifted by the channel's first value, so that the
-            // variance does not cancel catastrophically when |mean| >> std.
-            const float shift = inp[c * S];
-            // Each row of S values is summed in float (vectorized), rows in double.
-            double sum = 0, sumsq = 0;
-            for (int64_t n = 0; n < N; n++) {
-                const float* xc = inp + (n * C + c) * S;
-                float row_sum = 0, row_sumsq = 0;
-#pragma omp simd reduction(+ : row_sum, row_sumsq)
-                for (int64_t s = 0; s < S; s++) {
-                    const float v = xc[s] - shift;
-                    row_sum += v;
-                    row_sumsq += v * v;
-                }
-                sum += row_sum;
-                sumsq += row_sumsq;
-            }
-            const double m = sum / M;
-            const double var = std::max(0.0, sumsq / M - m * m);  // biased
-            mu = (float)(shift + m);
-            istd = (float)(1.0 / std::sqrt(var + eps));
-            rmean[c] = (1.0f - momentum) * rmean[c] + momentum * mu;
-            rvar[c] = (float)((1.0 - momentum) * rvar[c] + momentum * var * M / (M - 1));
-        } else {
-            mu = rmean[c];
-            istd = (float)(1.0 / std::sqrt((double)rvar[c] + eps));
-        }
-        mean[c] = mu;
-        invstd[c] = istd;
-        // Pass 2: y = x * scale + bias with the affine map folded in.
         const float g = gammap ? gammap[c] : 1.0f;
-        const float scale = g * istd;
-        const float bias = (betap ? betap[c] : 0.0f) - mu * scale;
+        const float scale = g * invstd[c];
+        const float bias = (betap ? betap[c] : 0.0f) - mean[c] * scale;
         for (int64_t n = 0; n < N; n++) {
             const float* xc = inp + (n * C + c) * S;
             float* yc = outp + (n * C + c) * S;
@@ -119,7 +139,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     if (needs_grad({&x, &gamma, &beta})) {
         // x is captured (not xhat) so the saved state is only 2*C floats; the
         // backward recomputes xhat on the fly.
-        record("batch_norm", out, [x = x, gamma = gamma, beta = beta, out, N, C, S, M, training,
+        record("batch_norm", out, [x = x, gamma = gamma, beta = beta, out, N, C, S, M, training, sync,
                                    mean = std::move(mean), invstd = std::move(invstd)]() mutable {
             const float* dout = out.grad();
             const float* inp = x.data();
@@ -128,10 +148,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
             float* dgamma = gamma.defined() && gamma.requires_grad() ? gamma.grad() : nullptr;
             float* dbeta = beta.defined() && beta.requires_grad() ? beta.grad() : nullptr;
             const float* gammap = gamma.defined() ? gamma.data() : nullptr;
+            // Pass 1: sum(dy) = dbeta and sum(dy * xhat) = dgamma, over this
+            // process's values (the gradient sum over processes adds the rest).
+            std::vector<double> sums(2 * C);
 #pragma omp parallel for schedule(static) if (N * C * S > 4096)
             for (int64_t c = 0; c < C; c++) {
                 const float mu = mean[c], istd = invstd[c];
-                // Pass 1: sum(dy) = dbeta and sum(dy * xhat) = dgamma.
                 double sum_dy = 0, sum_dy_xhat = 0;
                 for (int64_t n = 0; n < N; n++) {
                     const float* xc = inp + (n * C + c) * S;
@@ -147,14 +169,22 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                 }
                 if (dgamma) dgamma[c] += (float)sum_dy_xhat;
                 if (dbeta) dbeta[c] += (float)sum_dy;
-                if (!want_dx) continue;
+                sums[c] = sum_dy;
+                sums[C + c] = sum_dy_xhat;
+            }
+            if (!want_dx) return;
+            // The batch statistics depend on every process's x: dx needs the sums over all of them.
+            if (sync) sync(sums.data(), 2 * C);
+#pragma omp parallel for schedule(static) if (N * C * S > 4096)
+            for (int64_t c = 0; c < C; c++) {
+                const float mu = mean[c], istd = invstd[c];
                 const float g = gammap ? gammap[c] : 1.0f;
                 // Pass 2. Training: the batch statistics depend on x, so
                 //   dx = g*istd * (dy - mean(dy) - xhat * mean(dy*xhat)).
                 // Eval: the statistics are constants, dx = g*istd * dy.
                 const float k = g * istd;
-                const float mean_dy = training ? (float)(sum_dy / M) : 0.0f;
-                const float mean_dy_xhat = training ? (float)(sum_dy_xhat / M) : 0.0f;
+                const float mean_dy = training ? (float)(sums[c] / M) : 0.0f;
+                const float mean_dy_xhat = training ? (float)(sums[C + c] / M) : 0.0f;
                 for (int64_t n = 0; n < N; n++) {
                     const float* xc = inp + (n * C + c) * S;
                     const float* dyc = dout + (n * C + c) * S;

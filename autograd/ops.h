@@ -6,6 +6,7 @@
 // naming the op and both shapes.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "autograd/tensor.h"
@@ -31,6 +32,16 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dParams p)
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   Tensor& running_mean, Tensor& running_var, bool training, float momentum,
                   float eps);
+
+// Synchronized batch norm (data-parallel training): while set, training-mode
+// batch_norm takes its statistics over the batch of every process rather
+// than this process's part of it. `sum` replaces n doubles by their sum over
+// the processes; forward sums the count, sum and sum of squares per channel,
+// backward sum(dy) and sum(dy * xhat). Every process must then run the same
+// batch_norm calls in the same order. An empty function (the default): each
+// process normalizes with its own statistics.
+using SumOverProcesses = std::function<void(double* data, int64_t n)>;
+void set_batch_norm_sync(SumOverProcesses sum);
 
 Tensor relu(const Tensor& x);
 Tensor relu6(const Tensor& x);

@@ -168,6 +168,9 @@ void record(const char* op, Tensor out, std::function<void()> fn) {
     g_tape.push_back({op, std::move(out), std::move(fn)});
 }
 
+// A marker has no output: it always runs.
+void on_backward_reach(std::function<void()> fn) { g_tape.push_back({"marker", Tensor(), std::move(fn)}); }
+
 void backward(Tensor loss) {
     if (!loss.defined() || loss.numel() != 1)
         throw std::invalid_argument("backward: the loss must hold exactly one element");
@@ -185,7 +188,9 @@ void backward(Tensor loss, const std::vector<float>& dout) {
     // Newest first: every consumer of a tensor ran before its producer.
     for (size_t i = g_tape.size(); i-- > 0;) {
         TapeEntry& e = g_tape[i];
-        if (e.out.has_grad()) {
+        if (!e.out.defined()) {
+            e.fn();
+        } else if (e.out.has_grad()) {
             e.fn();
             // Nobody reads an intermediate's gradient after its producer ran.
             if (!e.out.same(loss)) {

@@ -101,6 +101,12 @@ bool needs_grad(std::initializer_list<const Tensor*> inputs);
 // a gradient. `op` names the op in error messages.
 void record(const char* op, Tensor out, std::function<void()> fn);
 
+// Runs `fn` when a later backward() reaches this point of the tape: after the
+// backward of every op recorded since, before those recorded earlier. (Data-
+// parallel training starts summing gradients that are final by then while
+// the rest of the backward runs.)
+void on_backward_reach(std::function<void()> fn);
+
 // Seeds d(loss)/d(loss) = 1 and runs the recorded backwards newest first,
 // then clears the tape. `loss` must hold one element.
 void backward(Tensor loss);

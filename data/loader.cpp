@@ -26,6 +26,9 @@ DataLoader::DataLoader(const Dataset& dataset, LoaderOptions options)
     if (options_.prefetch_batches < 1)
         throw std::invalid_argument("loader: prefetch_batches must be >= 1, got " +
                                     std::to_string(options_.prefetch_batches));
+    if (options_.shard_count < 1 || options_.shard_rank < 0 || options_.shard_rank >= options_.shard_count)
+        throw std::invalid_argument("loader: shard " + std::to_string(options_.shard_rank) + " of " +
+                                    std::to_string(options_.shard_count) + " does not exist");
     if (dataset_.size() < 1) throw std::invalid_argument("loader: the dataset is empty");
     if (dataset_.channels() < 1 || dataset_.height() < 1 || dataset_.width() < 1)
         throw std::invalid_argument("loader: the dataset's sample shape is empty");
@@ -100,6 +103,14 @@ bool DataLoader::fill_batch(const std::vector<int64_t>& indices, int64_t epoch, 
     return true;
 }
 
+void DataLoader::batch_indices(int64_t number, std::vector<int64_t>& indices) const {
+    const int64_t first = number * options_.batch_size;
+    const int64_t n = std::min(int64_t(order_.size()), first + options_.batch_size) - first;
+    // Slice r of R is [n*r/R, n*(r+1)/R): sizes differ by at most one.
+    const int64_t r = options_.shard_rank, R = options_.shard_count;
+    indices.assign(order_.begin() + first + n * r / R, order_.begin() + first + n * (r + 1) / R);
+}
+
 bool DataLoader::can_claim() const {
     const int64_t in_flight_limit = int64_t(slots_.size());
     return started_ && next_to_claim_ < batches_per_epoch() && next_to_claim_ < next_to_deliver_ + in_flight_limit;
@@ -115,9 +126,7 @@ void DataLoader::worker_loop() {
         if (stopping_) return;
         const int64_t number = next_to_claim_++;
         const int64_t epoch = epoch_, generation = generation_;
-        const size_t first = size_t(number * options_.batch_size);
-        const size_t last = std::min(order_.size(), first + size_t(options_.batch_size));
-        indices.assign(order_.begin() + first, order_.begin() + last);
+        batch_indices(number, indices);
         lock.unlock();
 
         std::string error;
@@ -150,9 +159,7 @@ bool DataLoader::next(Batch& batch) {
         const int64_t number = next_to_deliver_;
         if (workers_.empty()) {
             // Inline loading: the same batches, made on this thread.
-            const size_t first = size_t(number * options_.batch_size);
-            const size_t last = std::min(order_.size(), first + size_t(options_.batch_size));
-            inline_indices_.assign(order_.begin() + first, order_.begin() + last);
+            batch_indices(number, inline_indices_);
             ++next_to_deliver_;
             lock.unlock();
             try {
@@ -175,7 +182,7 @@ bool DataLoader::next(Batch& batch) {
             }
             std::swap(batch, slot.batch);
         }
-        if (batch.n > 0) return true;
+        if (batch.n > 0 || options_.shard_count > 1) return true;
     }
     return false;
 }

@@ -34,6 +34,12 @@
 // so batches are the same whatever the number of workers and however the
 // threads are scheduled; start_epoch(e, k) yields exactly the batches k, k+1,
 // ... that an uninterrupted epoch e would have.
+//
+// Sharding (data-parallel training): with shard_count = R, the loader of rank
+// r yields, for each batch b, the r-th of R nearly equal consecutive slices
+// of batch b as a one-process loader would make it. Concatenating the
+// slices of ranks 0..R-1 gives back that batch, whatever R is, so a run
+// resumed with another number of ranks continues the same sample order.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -64,6 +70,8 @@ struct LoaderOptions {
     uint64_t seed = 0;
     int num_workers = 1;      // decoding threads; 0: decode inside next()
     int prefetch_batches = 2; // batches decoded ahead (at least num_workers are)
+    int shard_rank = 0;       // this process's slice of each batch ...
+    int shard_count = 1;      // ... out of this many (see Sharding above)
 };
 
 class DataLoader {
@@ -82,7 +90,8 @@ public:
     // The next batch of the epoch into `batch` (its buffers are reused);
     // false at the end of the epoch. A batch whose samples were all skipped
     // as bad images is passed over, so skipped images make a batch smaller,
-    // never empty. Throws std::runtime_error with the worker's message if
+    // never empty; except when sharded: then every batch is delivered, empty
+    // or not, so that all ranks take the same number of steps. Throws std::runtime_error with the worker's message if
     // loading the batch failed; the epoch can go on after that.
     bool next(Batch& batch);
 
@@ -104,6 +113,8 @@ private:
     bool fill_batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t generation, Batch& batch,
                     std::mt19937& rng) const;
     bool can_claim() const;
+    // The dataset indices of batch `number` of this epoch (this shard's slice).
+    void batch_indices(int64_t number, std::vector<int64_t>& indices) const;
 
     const Dataset& dataset_;
     LoaderOptions options_;

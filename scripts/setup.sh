@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake make g++ pkg-config zlib1g-dev libblis-openmp-dev libstb-dev nlohmann-json3-dev
-          doctest-dev libcli11-dev libgemmlowp-dev dataset-fashion-mnist clang libclang-rt-14-dev)
+          doctest-dev libcli11-dev libgemmlowp-dev dataset-fashion-mnist clang libclang-rt-14-dev
+          libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -215,6 +215,7 @@ const std::vector<ConfigSection>& config_sections() {
         {"schedule", "the learning rate over time"},
         {"quant", "quantization-aware training and the quantization schemes"},
         {"ptq", "post-training quantization (the quantize tool)"},
+        {"distributed", "data-parallel training under mpirun (docs/distributed.md)"},
     };
     return sections;
 }
@@ -307,6 +308,10 @@ const std::vector<ConfigKey>& config_keys() {
         boolean("ptq.equalize", FIELD(ptq.equalize), "cross-layer equalization of conv pairs before quantizing"),
         name_choice("ptq.bias_correction", FIELD(ptq.bias_correction), {"none", "empirical", "analytic"},
                     "bias correction of quantized weights: with data, from BN statistics, or none"),
+
+        boolean("distributed.sync_bn", FIELD(distributed.sync_bn), "BN batch statistics over the global batch (all ranks) instead of each rank's part"),
+        number("distributed.bucket_mb", FIELD(distributed.bucket_mb), 0.001, 1024, "gradients are summed across ranks in buckets of about this many megabytes"),
+        boolean("distributed.overlap", FIELD(distributed.overlap), "start summing a bucket as soon as backward has finished its gradients (else after backward)"),
     };
     return keys;
 }

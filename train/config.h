@@ -138,6 +138,16 @@ struct PtqConfig {
     bool operator==(const PtqConfig&) const = default;
 };
 
+// Data-parallel training under mpirun (train/data_parallel.h, docs/distributed.md).
+// train.batch_size stays the global batch: each of R ranks takes 1/R of it.
+struct DistributedConfig {
+    bool sync_bn = false;     // BN statistics over the global batch (else each rank's own part)
+    double bucket_mb = 1.0;   // gradients are summed across ranks in buckets of about this size
+    bool overlap = true;      // start a bucket's sum while backward goes on (else after backward)
+
+    bool operator==(const DistributedConfig&) const = default;
+};
+
 struct Config {
     uint64_t seed = 0;  // weights, shuffling and augmentation all derive from it
     int threads = 0;    // OpenMP threads; 0 = OpenMP's default
@@ -149,6 +159,7 @@ struct Config {
     ScheduleConfig schedule;
     QuantConfig quant;
     PtqConfig ptq;
+    DistributedConfig distributed;
 
     bool operator==(const Config&) const = default;
 };

@@ -95,13 +95,24 @@ EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int w
 }  // namespace
 
 Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
+    check_same_config(cfg_);
+    const bool parallel = dist::size() > 1;
+    if (parallel && cfg_.train.batch_size < dist::size())
+        throw ConfigError("'train.batch_size' is " + std::to_string(cfg_.train.batch_size) +
+                          ", the global batch of all ranks; with " + std::to_string(dist::size()) +
+                          " ranks it must be at least " + std::to_string(dist::size()));
+    if (parallel && cfg_.quant.enabled && (cfg_.quant.observer == "percentile" || cfg_.quant.observer == "mse"))
+        throw ConfigError("'quant.observer' is \"" + cfg_.quant.observer +
+                          "\": its histogram holds one rank's data, which data-parallel training does not "
+                          "combine across ranks; use minmax or moving_average with more than one rank");
     if (cfg_.threads > 0) set_num_threads(cfg_.threads);
     data_ = make_datasets(cfg_);
     nn::ModelSpec spec{cfg_.model.arch, cfg_.model.num_classes, cfg_.model.in_channels,
                        data_.train->height()};
     model_ = nn::build_model(spec, (uint32_t)cfg_.seed);
     if (cfg_.quant.enabled) {
-        if (!cfg_.quant.init_checkpoint.empty())
+        // Rank 0 reads it; run() copies rank 0's state to the others.
+        if (!cfg_.quant.init_checkpoint.empty() && dist::is_root())
             load_checkpoint(cfg_.quant.init_checkpoint, cfg_.model.arch, *model_, nullptr);
         model_ = quant::prepare_qat(model_, qat_options(cfg_.quant));
         qat_schedule_ = {cfg_.quant.freeze_bn_after_steps, cfg_.quant.freeze_ranges_after_steps};
@@ -116,15 +127,30 @@ Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
     lo.seed = cfg_.seed;
     lo.num_workers = cfg_.data.workers;
     lo.prefetch_batches = cfg_.data.prefetch;
+    lo.shard_rank = dist::rank();
+    lo.shard_count = dist::size();
     train_loader_ = std::make_unique<data::DataLoader>(*data_.train, lo);
     schedule_ = std::make_unique<LrSchedule>(cfg_.schedule, cfg_.optimizer.lr, cfg_.train.epochs,
                                              train_loader_->batches_per_epoch());
     checkpoint_path_ = cfg_.out_dir + "/last.safetensors";
+    if (parallel) {
+        gradient_sum_ = std::make_unique<GradientSum>(*model_, cfg_.distributed);
+        if (cfg_.distributed.sync_bn) sync_bn_ = std::make_unique<SyncBatchNorm>();
+        if (cfg_.quant.enabled) reduce_observer_ranges(*model_);
+    }
 }
 
 CheckpointInfo Trainer::resume() {
-    CheckpointInfo at = load_checkpoint(cfg_.train.resume, cfg_.model.arch, *model_,
-                                        cfg_.train.eval_only ? nullptr : optimizer_.get());
+    // Rank 0 reads the file (on several hosts the others may not see it);
+    // run() copies the state to the others. The position is in global
+    // batches, so any number of ranks continues it.
+    CheckpointInfo at;
+    if (dist::is_root())
+        at = load_checkpoint(cfg_.train.resume, cfg_.model.arch, *model_,
+                             cfg_.train.eval_only ? nullptr : optimizer_.get());
+    int64_t position[3] = {at.epoch, at.step_in_epoch, at.global_step};
+    dist::broadcast(position, 3);
+    at.epoch = position[0], at.step_in_epoch = position[1], at.global_step = position[2];
     global_step_ = at.global_step;
     last_checkpoint_ = cfg_.train.resume;
     std::cout << "resumed from " << cfg_.train.resume << " at epoch " << at.epoch + 1 << ", batch "
@@ -165,7 +191,12 @@ infer::ModelSpec Trainer::freeze_int8() const {
     return quant::freeze(*model_, in);
 }
 
+void Trainer::write_metrics(const nlohmann::json& record) {
+    if (metrics_) metrics_->write(record);
+}
+
 void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
+    if (!dist::is_root()) return;
     CheckpointInfo info{cfg_.model.arch, epoch, step_in_epoch, global_step_,
                         config_to_json(cfg_).dump()};
     save_checkpoint(checkpoint_path_, *model_, optimizer_.get(), info);
@@ -173,21 +204,25 @@ void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
 }
 
 TrainSummary Trainer::run() {
-    std::filesystem::create_directories(cfg_.out_dir);
+    const bool root = dist::is_root();
+    if (root) std::filesystem::create_directories(cfg_.out_dir);
     int64_t start_epoch = 0, skip = 0;
     if (!cfg_.train.resume.empty()) {
         CheckpointInfo at = resume();
         start_epoch = at.epoch;
         skip = at.step_in_epoch;
     }
+    broadcast_state(*model_, cfg_.train.eval_only ? nullptr : optimizer_.get());
     TrainSummary summary;
     if (cfg_.train.eval_only) {
-        summary.final_eval = evaluate();
+        if (root) summary.final_eval = evaluate();
         return summary;
     }
-    save_config(cfg_, cfg_.out_dir + "/config.resolved.json");
-    // A resumed run appends to the metrics of the run it continues.
-    metrics_ = std::make_unique<MetricsLog>(cfg_.out_dir + "/metrics.jsonl", start_epoch > 0 || skip > 0);
+    if (root) {
+        save_config(cfg_, cfg_.out_dir + "/config.resolved.json");
+        // A resumed run appends to the metrics of the run it continues.
+        metrics_ = std::make_unique<MetricsLog>(cfg_.out_dir + "/metrics.jsonl", start_epoch > 0 || skip > 0);
+    }
     const int64_t per_epoch = train_loader_->batches_per_epoch();
     if (skip >= per_epoch) start_epoch++, skip = 0;
     for (int64_t epoch = start_epoch; epoch < cfg_.train.epochs; epoch++) {
@@ -198,15 +233,19 @@ TrainSummary Trainer::run() {
             break;
         }
         skip = 0;
-        EvalResult e = evaluate();
-        std::cout << "epoch " << epoch + 1 << "/" << cfg_.train.epochs << ": test loss " << e.loss
-                  << ", top-1 " << e.top1 << "%, top-5 " << e.top5 << "%\n";
-        metrics_->write({{"event", "eval"}, {"epoch", epoch + 1}, {"step", global_step_},
-                       {"test_loss", e.loss}, {"test_top1", e.top1}, {"test_top5", e.top5}});
-        write_checkpoint(epoch + 1, 0);
-        summary.final_eval = e;
+        // Rank 0 evaluates (QAT: freezes the int8 graph) and writes; the others wait.
+        if (root) {
+            EvalResult e = evaluate();
+            std::cout << "epoch " << epoch + 1 << "/" << cfg_.train.epochs << ": test loss " << e.loss
+                      << ", top-1 " << e.top1 << "%, top-5 " << e.top5 << "%\n";
+            write_metrics({{"event", "eval"}, {"epoch", epoch + 1}, {"step", global_step_},
+                           {"test_loss", e.loss}, {"test_top1", e.top1}, {"test_top5", e.top5}});
+            write_checkpoint(epoch + 1, 0);
+            summary.final_eval = e;
+        }
+        dist::wait_for_all();
     }
-    if (cfg_.quant.enabled && !summary.stopped_early) {
+    if (cfg_.quant.enabled && !summary.stopped_early && root) {
         summary.int8_model = cfg_.out_dir + "/model.int8.safetensors";
         infer::write_model(freeze_int8(), summary.int8_model);
     }
@@ -226,20 +265,41 @@ bool Trainer::train_epoch(int64_t epoch, int64_t skip_batches) {
     int64_t step_in_epoch = skip_batches;
     int64_t images = 0, correct = 0, top5 = 0;
     double loss_sum = 0;
+    const int64_t comm_bytes_before = dist::bytes_communicated(), steps_before = steps_this_run_;
     while (train_loader_->next(batch)) {
         std::vector<int32_t> labels = batch.labels;
         const int64_t n = batch.n;
+        // The global batch's size, and how many ranks have no part of it.
+        double sizes[2] = {(double)n, n == 0 ? 1.0 : 0.0};
+        dist::allreduce_sum(sizes, 2);
+        const int64_t n_global = (int64_t)sizes[0];
+        if (sizes[1] > 0) {
+            // A rank without images cannot run forward (nor SyncBN's sums):
+            // the ranks pass over this batch together.
+            if (dist::is_root())
+                std::cerr << "warning: batch " << step_in_epoch + 1 << " of epoch " << epoch + 1 << " left "
+                          << (int64_t)sizes[1] << " rank(s) without images; no rank trains on it\n";
+            step_in_epoch++;
+            continue;
+        }
         if (cfg_.quant.enabled) {
             const std::string switched = qat_schedule_.apply(*model_, global_step_);
             if (!switched.empty()) {
                 progress.finish();
                 std::cout << switched << "\n";
-                metrics_->write({{"event", "qat"}, {"step", global_step_}, {"message", switched}});
+                write_metrics({{"event", "qat"}, {"step", global_step_}, {"message", switched}});
             }
         }
-        Tensor logits = model_->forward(images_of(batch));
+        Tensor logits = gradient_sum_ ? gradient_sum_->forward(*model_, images_of(batch))
+                                      : model_->forward(images_of(batch));
         Tensor loss = cross_entropy(logits, labels, (float)cfg_.train.label_smoothing);
-        const float loss_value = loss.item();
+        int64_t batch_correct = 0, batch_top5 = 0;
+        count_correct(logits, labels, batch_correct, batch_top5);
+        // Loss and accuracy of the global batch: every rank sees the same
+        // loss, so all of them stop together when it is not finite.
+        double stats[3] = {(double)loss.item() * (double)n, (double)batch_correct, (double)batch_top5};
+        dist::allreduce_sum(stats, 3);
+        const float loss_value = dist::size() == 1 ? loss.item() : (float)(stats[0] / (double)n_global);
         if (!std::isfinite(loss_value)) {
             clear_tape();
             throw NonFiniteLossError(
@@ -250,21 +310,35 @@ bool Trainer::train_epoch(int64_t epoch, int64_t skip_batches) {
                                           : "; the last good checkpoint is " + last_checkpoint_));
         }
         optimizer_->zero_grad();
-        backward(loss);
+        // This rank's share of the global batch's mean loss (data_parallel.h).
+        backward(loss, {(float)n / (float)n_global});
+        if (gradient_sum_) gradient_sum_->finish();
         const double lr = schedule_->lr(global_step_);
         optimizer_->step(lr);
         global_step_++;
         step_in_epoch++;
 
-        count_correct(logits, labels, correct, top5);
-        images += n;
-        loss_sum += loss_value * (double)n;
-        progress.update(step_in_epoch, n, loss_sum / (double)images, (double)correct / (double)images, lr);
+        correct += (int64_t)stats[1];
+        top5 += (int64_t)stats[2];
+        images += n_global;
+        loss_sum += (double)loss_value * (double)n_global;
+        progress.update(step_in_epoch, n_global, loss_sum / (double)images, (double)correct / (double)images, lr);
         images_per_s_ = progress.images_per_second();
-        if (cfg_.train.log_every > 0 && step_in_epoch % cfg_.train.log_every == 0)
-            metrics_->write({{"event", "train"}, {"epoch", epoch + 1}, {"step", global_step_},
-                           {"loss", loss_sum / (double)images}, {"top1", 100.0 * correct / (double)images},
-                           {"lr", lr}, {"images_per_s", images_per_s_}});
+        if (cfg_.train.log_every > 0 && step_in_epoch % cfg_.train.log_every == 0) {
+            nlohmann::json record = {{"event", "train"}, {"epoch", epoch + 1}, {"step", global_step_},
+                                     {"loss", loss_sum / (double)images}, {"top1", 100.0 * correct / (double)images},
+                                     {"lr", lr}, {"images_per_s", images_per_s_}};
+            if (gradient_sum_) {
+                // What one rank handed to collectives per step this epoch, and
+                // the time it spent waiting for the gradient sums to finish.
+                const double steps = (double)(steps_this_run_ + 1 - steps_before);
+                record["ranks"] = dist::size();
+                record["comm_bytes_per_step"] = (double)(dist::bytes_communicated() - comm_bytes_before) / steps;
+                record["gradient_bytes_per_step"] = gradient_sum_->bytes_per_step();
+                record["gradient_wait_s_total"] = gradient_sum_->wait_seconds();
+            }
+            write_metrics(record);
+        }
         if (cfg_.train.checkpoint_every_steps > 0 && global_step_ % cfg_.train.checkpoint_every_steps == 0 &&
             step_in_epoch < per_epoch)
             write_checkpoint(epoch, step_in_epoch);

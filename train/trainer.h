@@ -18,6 +18,7 @@
 #include "train/checkpoint.h"
 #include "nn/models.h"
 #include "train/config.h"
+#include "train/data_parallel.h"
 #include "train/datasets.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
@@ -69,7 +70,9 @@ private:
     CheckpointInfo resume();
     // False when train.stop_after_steps ended the run inside this epoch.
     bool train_epoch(int64_t epoch, int64_t skip_batches);
+    // Rank 0 alone writes checkpoints and metrics (no-ops on the others).
     void write_checkpoint(int64_t epoch, int64_t step_in_epoch);
+    void write_metrics(const nlohmann::json& record);
 
     Config cfg_;
     Datasets data_;
@@ -77,7 +80,10 @@ private:
     std::unique_ptr<Optimizer> optimizer_;
     std::unique_ptr<data::DataLoader> train_loader_;
     std::unique_ptr<LrSchedule> schedule_;
-    std::unique_ptr<MetricsLog> metrics_;
+    std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
+    // Data-parallel runs (more than one rank) only:
+    std::unique_ptr<GradientSum> gradient_sum_;
+    std::unique_ptr<SyncBatchNorm> sync_bn_;
     quant::QatSchedule qat_schedule_;
     int64_t global_step_ = 0;
     int64_t steps_this_run_ = 0;

@@ -193,3 +193,49 @@ TEST_CASE("loader: misuse and shutdown") {
     SyntheticDataset empty(0);
     CHECK_THROWS_WITH_AS(DataLoader(empty, options(1)), doctest::Contains("dataset is empty"), std::invalid_argument);
 }
+
+TEST_CASE("loader: shards of a batch concatenate to the one-process batch, every epoch") {
+    // 23 samples in batches of 8: the last batch has 7, so 3 shards get 2, 2, 3.
+    SyntheticDataset ds(23);
+    DataLoader whole(ds, options(1, 8));
+    for (int64_t epoch : {0, 3}) {
+        const EpochRecord expected = run_epoch(whole, epoch);
+        std::vector<EpochRecord> shards;
+        for (int r = 0; r < 3; r++) {
+            LoaderOptions o = options(r % 2, 8);  // inline and threaded loading alike
+            o.shard_rank = r;
+            o.shard_count = 3;
+            DataLoader loader(ds, o);
+            shards.push_back(run_epoch(loader, epoch));
+        }
+        EpochRecord joined;
+        for (size_t b = 0; b < expected.labels.size(); b++) {
+            std::vector<float> images;
+            std::vector<int32_t> labels;
+            for (const EpochRecord& s : shards) {
+                REQUIRE(s.labels.size() == expected.labels.size());
+                images.insert(images.end(), s.images[b].begin(), s.images[b].end());
+                labels.insert(labels.end(), s.labels[b].begin(), s.labels[b].end());
+            }
+            joined.images.push_back(images);
+            joined.labels.push_back(labels);
+        }
+        CHECK(joined == expected);
+        CHECK(shards[0].labels.back().size() == 2);
+        CHECK(shards[2].labels.back().size() == 3);
+    }
+}
+
+TEST_CASE("loader: a shard with nothing left is still delivered, so every rank steps together") {
+    SyntheticDataset ds(9);  // batches of 8 and 1: with 2 shards, shard 0 gets none of the last
+    LoaderOptions o = options(1, 8);
+    o.shuffle = false;
+    o.shard_count = 2;
+    DataLoader loader(ds, o);
+    EpochRecord e = run_epoch(loader, 0);
+    REQUIRE(e.labels.size() == 2);
+    CHECK(e.labels[0].size() == 4);
+    CHECK(e.labels[1].empty());
+    o.shard_rank = 2;
+    CHECK_THROWS_WITH_AS(DataLoader(ds, o), doctest::Contains("shard 2 of 2"), std::invalid_argument);
+}
