@@ -15,7 +15,7 @@ namespace qf::train::dist {
 
 namespace {
 int g_rank = 0, g_size = 1;
-bool g_mpi = false;  // this process joined an MPI job
+[[maybe_unused]] bool g_mpi = false;  // this process joined an MPI job (always false without MPI)
 int64_t g_bytes = 0;
 
 #ifdef QF_WITH_MPI
