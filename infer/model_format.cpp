@@ -457,7 +457,7 @@ ModelSpec parse_model(const safetensors::File& file) {
         throw ModelError(path + ": format is '" + meta("format") + "', expected '" + kModelFormat + "'");
     if (meta("format_version") != kModelFormatVersion)
         throw ModelError(path + ": format version '" + meta("format_version") + "' is not supported (this build reads version " +
-                         kModelFormatVersion + ")");
+                         kModelFormatVersion + "; freeze the checkpoint again with this build)");
     json graph;
     try {
         graph = json::parse(meta("graph"));

@@ -2,7 +2,7 @@
 // (docs/int8-format.md is the full description).
 //
 // A safetensors file whose metadata holds
-//   format = "qforge-int8", format_version = "1",
+//   format = "qforge-int8", format_version = "2",
 //   graph  = JSON: the input quantization, the ops in execution order, the
 //            output dequantization and the class names;
 // and whose tensors are the ops' integers: I8 weights, I32 biases, weight
@@ -42,7 +42,7 @@
 namespace qf::infer {
 
 inline constexpr const char* kModelFormat = "qforge-int8";
-inline constexpr const char* kModelFormatVersion = "1";
+inline constexpr const char* kModelFormatVersion = "2";  // 2: requantization rounds once (infer/requantize.h)
 inline constexpr int kModelInputValue = 0;  // the quantized input image is value 0
 
 // Anything wrong with a model file; the message names the file, the op

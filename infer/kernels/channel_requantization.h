@@ -1,6 +1,6 @@
-// The output stage of the packed kernels: each output channel's multiplier
-// split into the left and right shifts the kernels apply, padded to whole
-// SIMD blocks so that a vector of 8 channels loads without bounds checks.
+// The output stage of the packed kernels: each output channel's multiplier,
+// padded to whole SIMD blocks so that a vector of 8 channels loads without
+// bounds checks.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -12,29 +12,24 @@
 namespace qf::infer {
 
 struct ChannelRequantization {
-    std::vector<int32_t> M0, left_shift, right_shift;  // [padded_channels]; padding lanes are 0
+    std::vector<int32_t> M0, shift;  // [padded_channels]; padding lanes are {0, 0}
     OutputRange output;
-    bool any_left_shift = false;  // some multiplier is 1 or more (the kernels' slower path)
 
     // `multipliers` has 1 element (per tensor) or `channels`.
     ChannelRequantization(const std::vector<QuantizedMultiplier>& multipliers, int channels,
                           int padded_channels, OutputRange out)
-        : M0(size_t(padded_channels), 0), left_shift(size_t(padded_channels), 0),
-          right_shift(size_t(padded_channels), 0), output(out) {
+        : M0(size_t(padded_channels), 0), shift(size_t(padded_channels), 0), output(out) {
         for (int c = 0; c < channels; ++c) {
             const QuantizedMultiplier m = per_channel(multipliers, c);
             M0[size_t(c)] = m.M0;
-            left_shift[size_t(c)] = m.shift > 0 ? m.shift : 0;
-            right_shift[size_t(c)] = m.shift > 0 ? 0 : -m.shift;
-            any_left_shift = any_left_shift || m.shift > 0;
+            shift[size_t(c)] = m.shift;
         }
     }
     ChannelRequantization() = default;
 
-    // requantize() for channel c (its shift is left_shift - right_shift).
+    // requantize() for channel c.
     int32_t apply(int32_t acc, int c) const {
-        return requantize(acc, M0[size_t(c)], left_shift[size_t(c)] - right_shift[size_t(c)],
-                          output.zero_point, output.min, output.max);
+        return requantize(acc, M0[size_t(c)], shift[size_t(c)], output.zero_point, output.min, output.max);
     }
 
 #ifdef __AVX2__
@@ -43,18 +38,10 @@ struct ChannelRequantization {
         auto load = [c](const std::vector<int32_t>& v) {
             return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.data() + c));
         };
-        return {load(M0),
-                load(left_shift),
-                load(right_shift),
-                _mm256_set1_epi32(output.zero_point),
-                _mm256_set1_epi32(output.min - output.zero_point),
-                _mm256_set1_epi32(output.max - output.zero_point)};
+        return avx2::make_requantize_lanes(load(M0), load(shift), output.zero_point, output.min, output.max);
     }
     // requantize() of 8 accumulators with the constants q of lanes(c).
-    __m256i apply(__m256i acc, const avx2::RequantizeLanes& q) const {
-        return any_left_shift ? avx2::requantize_valid_multiplier<true>(acc, q)
-                              : avx2::requantize_valid_multiplier<false>(acc, q);
-    }
+    __m256i apply(__m256i acc, const avx2::RequantizeLanes& q) const { return avx2::requantize(acc, q); }
 #endif
 };
 

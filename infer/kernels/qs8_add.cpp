@@ -19,26 +19,14 @@ constexpr int64_t kAddChunk = kMinValuesPerThread;
 #ifdef __AVX2__
 namespace {
 
-// multiply_by_quantized_multiplier on 8 lanes with one multiplier.
-struct LaneMultiplier {
-    __m256i M0, left_shift, right_shift;
-    explicit LaneMultiplier(QuantizedMultiplier m)
-        : M0(_mm256_set1_epi32(m.M0)), left_shift(_mm256_set1_epi32(m.shift > 0 ? m.shift : 0)),
-          right_shift(_mm256_set1_epi32(m.shift > 0 ? 0 : -m.shift)) {}
-    __m256i apply(__m256i x) const {
-        x = avx2::saturating_left_shift(x, left_shift);
-        return avx2::rounding_divide_by_pot(avx2::saturating_rounding_doubling_high_mul(x, M0), right_shift);
-    }
-};
+avx2::RequantizeLanes lanes_of(QuantizedMultiplier m, OutputRange out = {0, INT32_MIN, INT32_MAX}) {
+    return avx2::make_requantize_lanes(_mm256_set1_epi32(m.M0), _mm256_set1_epi32(m.shift), out.zero_point,
+                                       out.min, out.max);
+}
 
 void add_avx2(const AddParams& p, int64_t size, const int8_t* input1, const int8_t* input2, int8_t* output) {
-    const LaneMultiplier m1(p.input1_multiplier), m2(p.input2_multiplier);
-    const avx2::RequantizeLanes out{_mm256_set1_epi32(p.output_multiplier.M0),
-                                    _mm256_set1_epi32(p.output_multiplier.shift > 0 ? p.output_multiplier.shift : 0),
-                                    _mm256_set1_epi32(p.output_multiplier.shift > 0 ? 0 : -p.output_multiplier.shift),
-                                    _mm256_set1_epi32(p.output.zero_point),
-                                    _mm256_set1_epi32(p.output.min - p.output.zero_point),
-                                    _mm256_set1_epi32(p.output.max - p.output.zero_point)};
+    const avx2::RequantizeLanes m1 = lanes_of(p.input1_multiplier), m2 = lanes_of(p.input2_multiplier);
+    const avx2::RequantizeLanes out = lanes_of(p.output_multiplier, p.output);
     const __m256i z1 = _mm256_set1_epi32(p.input1_zero_point), z2 = _mm256_set1_epi32(p.input2_zero_point);
     auto load8 = [](const int8_t* src) {
         return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src)));
@@ -47,7 +35,8 @@ void add_avx2(const AddParams& p, int64_t size, const int8_t* input1, const int8
     for (; i + 8 <= size; i += 8) {
         const __m256i shifted1 = _mm256_slli_epi32(_mm256_sub_epi32(load8(input1 + i), z1), kAddLeftShift);
         const __m256i shifted2 = _mm256_slli_epi32(_mm256_sub_epi32(load8(input2 + i), z2), kAddLeftShift);
-        const __m256i sum = _mm256_add_epi32(m1.apply(shifted1), m2.apply(shifted2));
+        const __m256i sum = _mm256_add_epi32(avx2::multiply_by_quantized_multiplier(shifted1, m1),
+                                             avx2::multiply_by_quantized_multiplier(shifted2, m2));
         avx2::store_int8x8(output + i, avx2::requantize(sum, out));
     }
     if (i < size) reference::add(p, size - i, input1 + i, input2 + i, output + i);

@@ -95,13 +95,17 @@ static void depthwise_row16_avx2(const PackedDepthwise3x3& dw, const int8_t* con
     auto hi = [](__m256i a, __m256i b) { return _mm256_permute2x128_si256(a, b, 0x31); };
     const __m256i bias0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dw.bias.data() + c));
     const __m256i bias1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dw.bias.data() + c + 8));
-    const avx2::RequantizeLanes q0 = dw.requantization.lanes(c), q1 = dw.requantization.lanes(c + 8);
-    const avx2::RequantizeLanes q_lo{lo(q0.M0, q1.M0), lo(q0.left_shift, q1.left_shift),
-                                     lo(q0.right_shift, q1.right_shift), q0.zero_point,
-                                     q0.min_minus_zero_point, q0.max_minus_zero_point};
-    const avx2::RequantizeLanes q_hi{hi(q0.M0, q1.M0), hi(q0.left_shift, q1.left_shift),
-                                     hi(q0.right_shift, q1.right_shift), q0.zero_point,
-                                     q0.min_minus_zero_point, q0.max_minus_zero_point};
+    const ChannelRequantization& r = dw.requantization;
+    auto load = [](const std::vector<int32_t>& v, int at) {
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.data() + at));
+    };
+    const __m256i M0_0 = load(r.M0, c), M0_1 = load(r.M0, c + 8);
+    const __m256i shift0 = load(r.shift, c), shift1 = load(r.shift, c + 8);
+    const OutputRange& o = r.output;
+    const avx2::RequantizeLanes q_lo =
+        avx2::make_requantize_lanes(lo(M0_0, M0_1), lo(shift0, shift1), o.zero_point, o.min, o.max);
+    const avx2::RequantizeLanes q_hi =
+        avx2::make_requantize_lanes(hi(M0_0, M0_1), hi(shift0, shift1), o.zero_point, o.min, o.max);
     const __m256i bias_lo = lo(bias0, bias1), bias_hi = hi(bias0, bias1);
     const int16_t* w = dw.weights16.data() + size_t(c / 16) * kDepthwiseTapPairs * 32;
     auto load16 = [c](const int8_t* row) {

@@ -72,12 +72,8 @@ void average_pixel(const PoolParams& p, const int8_t* image, int oy, int ox, int
 #ifdef __AVX2__
     if (use_simd) {
         const QuantizedMultiplier m = p.multiplier;
-        const avx2::RequantizeLanes q{_mm256_set1_epi32(m.M0),
-                                      _mm256_set1_epi32(m.shift > 0 ? m.shift : 0),
-                                      _mm256_set1_epi32(m.shift > 0 ? 0 : -m.shift),
-                                      _mm256_set1_epi32(p.output.zero_point),
-                                      _mm256_set1_epi32(p.output.min - p.output.zero_point),
-                                      _mm256_set1_epi32(p.output.max - p.output.zero_point)};
+        const avx2::RequantizeLanes q = avx2::make_requantize_lanes(
+            _mm256_set1_epi32(m.M0), _mm256_set1_epi32(m.shift), p.output.zero_point, p.output.min, p.output.max);
         const __m256i zero = _mm256_set1_epi32(zero_sum);
         for (; c + 8 <= channels; c += 8) {
             __m256i sum = _mm256_setzero_si256();

@@ -9,77 +9,67 @@
 
 namespace qf::infer::avx2 {
 
-// Lane i: saturating_rounding_doubling_high_mul(a[i], b[i]).
-// vpmuldq multiplies the even lanes to 64 bits, so the odd lanes are shifted
-// down and multiplied apart. floor((ab + 2^30) / 2^31) keeps bits 31..62 of
-// ab + 2^30: a logical 64-bit shift leaves them in the low half of each lane
-// exactly as an arithmetic one would.
-inline __m256i saturating_rounding_doubling_high_mul(__m256i a, __m256i b) {
-    const __m256i nudge = _mm256_set1_epi64x(int64_t(1) << 30);
-    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(a, b), nudge);
-    const __m256i odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32)), nudge);
-    const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(_mm256_srli_epi64(odd, 31), 32),
-                                            0xAA);
-    // The one overflow: INT32_MIN * INT32_MIN saturates to INT32_MAX.
-    const __m256i min = _mm256_set1_epi32(INT32_MIN);
-    const __m256i overflow = _mm256_and_si256(_mm256_cmpeq_epi32(a, min), _mm256_cmpeq_epi32(b, min));
-    return _mm256_blendv_epi8(high, _mm256_set1_epi32(INT32_MAX), overflow);
-}
-
-// Lane i: rounding_divide_by_pot(x[i], exponent[i]), exponents in [0, 31].
-inline __m256i rounding_divide_by_pot(__m256i x, __m256i exponent) {
-    const __m256i one = _mm256_set1_epi32(1);
-    const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, exponent), one);
-    const __m256i remainder = _mm256_and_si256(x, mask);
-    const __m256i negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);  // -1 where x < 0
-    const __m256i threshold = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), negative);
-    const __m256i round_up = _mm256_cmpgt_epi32(remainder, threshold);      // -1 where rounding up
-    return _mm256_sub_epi32(_mm256_srav_epi32(x, exponent), round_up);
-}
-
-// Lane i: saturating_left_shift(x[i], exponent[i]), exponents in [0, 31].
-inline __m256i saturating_left_shift(__m256i x, __m256i exponent) {
-    const __m256i max = _mm256_set1_epi32(INT32_MAX), min = _mm256_set1_epi32(INT32_MIN);
-    const __m256i too_high = _mm256_cmpgt_epi32(x, _mm256_srav_epi32(max, exponent));
-    const __m256i too_low = _mm256_cmpgt_epi32(_mm256_srav_epi32(min, exponent), x);
-    const __m256i shifted = _mm256_sllv_epi32(x, exponent);
-    return _mm256_blendv_epi8(_mm256_blendv_epi8(shifted, max, too_high), min, too_low);
-}
-
-// The per-lane constants of requantize(), loaded once per 8 output channels.
+// The per-lane constants of requantize(), built once per 8 output channels.
+// exponent = 31 - shift, in [1, 62]. The 64-bit products of the even and the
+// odd lanes are shifted separately, so their constants come in two halves.
 struct RequantizeLanes {
-    __m256i M0, left_shift, right_shift;
+    __m256i M0;                           // 32-bit lanes
+    __m256i exponent_even, exponent_odd;  // 64-bit lanes: lanes 0,2,4,6 / 1,3,5,7
+    __m256i nudge_even, nudge_odd;        // 64-bit: 2^62 + 2^(exponent - 1)
+    __m256i offset;                       // 32-bit: 2^(62 - exponent) mod 2^32
+    __m256i acc_min, acc_max;             // where the product still fits int32
     __m256i zero_point, min_minus_zero_point, max_minus_zero_point;
 };
 
-// Lane i: requantize(acc[i], ...) with lane i's constants.
-inline __m256i requantize(__m256i acc, const RequantizeLanes& q) {
-    __m256i x = saturating_left_shift(acc, q.left_shift);
-    x = saturating_rounding_doubling_high_mul(x, q.M0);
-    x = rounding_divide_by_pot(x, q.right_shift);
-    x = _mm256_min_epi32(_mm256_max_epi32(x, q.min_minus_zero_point), q.max_minus_zero_point);
-    return _mm256_add_epi32(x, q.zero_point);
+inline RequantizeLanes make_requantize_lanes(__m256i M0, __m256i shift, int32_t zero_point, int32_t qmin,
+                                             int32_t qmax) {
+    const __m256i exponent = _mm256_sub_epi32(_mm256_set1_epi32(31), shift);
+    const __m256i even = _mm256_and_si256(exponent, _mm256_set1_epi64x(0xFFFFFFFF));
+    const __m256i odd = _mm256_srli_epi64(exponent, 32);
+    const __m256i one64 = _mm256_set1_epi64x(1), two62 = _mm256_set1_epi64x(int64_t(1) << 62);
+    auto nudge = [&](__m256i e) { return _mm256_add_epi64(two62, _mm256_sllv_epi64(one64, _mm256_sub_epi64(e, one64))); };
+    // A multiplier of 2^shift or more (shift > 0) could carry acc past int32;
+    // |acc| <= 2^(31 - shift) - 1 keeps it inside, and any acc beyond that
+    // scales far past every output range, so clamping it changes nothing.
+    const __m256i left_shift = _mm256_max_epi32(shift, _mm256_setzero_si256());
+    const __m256i acc_max = _mm256_srlv_epi32(_mm256_set1_epi32(INT32_MAX), left_shift);
+    return {M0,
+            even,
+            odd,
+            nudge(even),
+            nudge(odd),
+            // sllv gives 0 for counts of 32 or more: 2^(62 - e) mod 2^32.
+            _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_sub_epi32(_mm256_set1_epi32(62), exponent)),
+            _mm256_sub_epi32(_mm256_set1_epi32(-1), acc_max),  // -acc_max - 1: INT32_MIN when M < 1
+            acc_max,
+            _mm256_set1_epi32(zero_point),
+            _mm256_set1_epi32(qmin - zero_point),
+            _mm256_set1_epi32(qmax - zero_point)};
 }
 
-// The same as requantize() for the multipliers the kernels hold, in fewer
-// instructions (the output stage costs as much as the multiply-adds of a
-// small-k GEMM or a depthwise conv):
-//  - every lane's M0 is a valid multiplier's, in [0, 2^31): never INT32_MIN,
-//    so the doubling high multiply's one overflow case cannot occur;
-//  - kLeftShift false: every lane's left shift is 0 (all multipliers below
-//    1, the usual case), so the saturating left shift is the identity.
-// The odd lanes' products keep bits 31..62 in the upper half of each 64-bit
-// lane after a shift left by 1, and a blend takes them.
-template <bool kLeftShift>
-inline __m256i requantize_valid_multiplier(__m256i acc, const RequantizeLanes& q) {
-    const __m256i x = kLeftShift ? saturating_left_shift(acc, q.left_shift) : acc;
-    const __m256i nudge = _mm256_set1_epi64x(int64_t(1) << 30);
-    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, q.M0), nudge);
-    const __m256i odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0xF5), _mm256_shuffle_epi32(q.M0, 0xF5)), nudge);
-    const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-    __m256i y = rounding_divide_by_pot(high, q.right_shift);
+// Lane i: multiply_by_quantized_multiplier(acc[i], ...) for acc within
+// [acc_min, acc_max]. One rounding of the exact product, ties away from
+// zero: floor((x + 2^(e-1) - [x < 0]) / 2^e) with x = acc * M0. AVX2 has no
+// 64-bit arithmetic shift, so x is first lifted by 2^62 (|x| < 2^62 makes it
+// non-negative), shifted logically, and the 2^(62-e) that the lift became is
+// taken off the low 32 bits, which hold the (int32) result.
+inline __m256i multiply_by_quantized_multiplier(__m256i acc, const RequantizeLanes& q) {
+    const __m256i negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), acc);  // -1 where acc < 0
+    auto lifted = [&](__m256i product, __m256i nudge, __m256i minus_one) {
+        return _mm256_add_epi64(_mm256_add_epi64(product, nudge), minus_one);
+    };
+    const __m256i even = lifted(_mm256_mul_epi32(acc, q.M0), q.nudge_even, _mm256_shuffle_epi32(negative, 0xA0));
+    const __m256i odd = lifted(_mm256_mul_epi32(_mm256_shuffle_epi32(acc, 0xF5), _mm256_shuffle_epi32(q.M0, 0xF5)),
+                               q.nudge_odd, _mm256_shuffle_epi32(negative, 0xF5));
+    const __m256i shifted = _mm256_blend_epi32(_mm256_srlv_epi64(even, q.exponent_even),
+                                               _mm256_slli_epi64(_mm256_srlv_epi64(odd, q.exponent_odd), 32), 0xAA);
+    return _mm256_sub_epi32(shifted, q.offset);
+}
+
+// Lane i: requantize(acc[i], ...) with lane i's constants.
+inline __m256i requantize(__m256i acc, const RequantizeLanes& q) {
+    acc = _mm256_min_epi32(_mm256_max_epi32(acc, q.acc_min), q.acc_max);
+    __m256i y = multiply_by_quantized_multiplier(acc, q);
     y = _mm256_min_epi32(_mm256_max_epi32(y, q.min_minus_zero_point), q.max_minus_zero_point);
     return _mm256_add_epi32(y, q.zero_point);
 }

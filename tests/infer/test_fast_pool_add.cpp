@@ -109,36 +109,32 @@ TEST_CASE("add (AVX2, OpenMP over chunks) matches the reference") {
 }
 
 #ifdef __AVX2__
-TEST_CASE("requantize_valid_multiplier (the kernels' output stage) equals requantize") {
+TEST_CASE("the AVX2 output stage (make_requantize_lanes + requantize) equals requantize, any output range") {
     std::mt19937_64 rng(33);
     const int32_t edges[] = {INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX, 1 << 30, -(1 << 30)};
     for (int iter = 0; iter < 200000; ++iter) {
-        int32_t acc[8], M0[8], left[8], right[8];
+        int32_t acc[8], M0[8], shift[8];
         const bool left_shift = iter % 2;
         const OutputRange out = random_output_range(rng);
         for (int i = 0; i < 8; ++i) {
             acc[i] = uniform_int(rng, 0, 9) == 0 ? edges[uniform_int(rng, 0, 8)]
                                                  : int32_t(std::uniform_int_distribution<int64_t>(INT32_MIN, INT32_MAX)(rng) >> uniform_int(rng, 0, 31));
-            const int shift = left_shift ? uniform_int(rng, -31, 30) : uniform_int(rng, -31, 0);
+            const int s = left_shift ? uniform_int(rng, -31, 30) : uniform_int(rng, -31, 0);
             M0[i] = uniform_int(rng, 0, 20) == 0 ? (uniform_int(rng, 0, 1) ? (1 << 30) : INT32_MAX)
                                                   : uniform_int(rng, 1 << 30, INT32_MAX);
             if (uniform_int(rng, 0, 50) == 0) M0[i] = 0;
-            const int s = M0[i] == 0 ? 0 : shift;
-            left[i] = s > 0 ? s : 0;
-            right[i] = s > 0 ? 0 : -s;
+            shift[i] = M0[i] == 0 ? 0 : s;
         }
         auto load = [](const int32_t* v) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)); };
-        const avx2::RequantizeLanes q{load(M0), load(left), load(right), _mm256_set1_epi32(out.zero_point),
-                                      _mm256_set1_epi32(out.min - out.zero_point),
-                                      _mm256_set1_epi32(out.max - out.zero_point)};
-        const __m256i got = left_shift ? avx2::requantize_valid_multiplier<true>(load(acc), q)
-                                       : avx2::requantize_valid_multiplier<false>(load(acc), q);
+        const avx2::RequantizeLanes q =
+            avx2::make_requantize_lanes(load(M0), load(shift), out.zero_point, out.min, out.max);
+        const __m256i got = avx2::requantize(load(acc), q);
         int32_t lanes[8];
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes), got);
         for (int i = 0; i < 8; ++i) {
-            const int32_t expected = requantize(acc[i], M0[i], left[i] - right[i], out.zero_point, out.min, out.max);
+            const int32_t expected = requantize(acc[i], M0[i], shift[i], out.zero_point, out.min, out.max);
             if (lanes[i] != expected) {
-                INFO("acc " << acc[i] << " M0 " << M0[i] << " shift " << left[i] - right[i]);
+                INFO("acc " << acc[i] << " M0 " << M0[i] << " shift " << shift[i]);
                 REQUIRE(lanes[i] == expected);
             }
         }

@@ -137,8 +137,8 @@ TEST_CASE("format and version") {
         check_error(m.bytes(), {"qforge-fp32"});
     }
     SUBCASE("unknown version") {
-        m.metadata["format_version"] = "2";
-        check_error(m.bytes(), {"version '2'"});
+        m.metadata["format_version"] = "1";
+        check_error(m.bytes(), {"version '1'", "freeze"});
     }
     SUBCASE("graph not JSON") {
         m.metadata["graph"] = "{";

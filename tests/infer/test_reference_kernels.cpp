@@ -149,8 +149,8 @@ TEST_CASE("reference concat copies or requantizes each input") {
     const int8_t* inputs[] = {a, b};
     int8_t out[6];
     reference::concat(p, 1, inputs, out);
-    // 4.5 -> 5 and -4.5 -> -4: the doubling high multiply rounds ties upward.
-    const int8_t expected[] = {5, 6, 1 + 5, 7, 8, 1 - 4};
+    // 4.5 -> 5 and -4.5 -> -5: one rounding, ties away from zero.
+    const int8_t expected[] = {5, 6, 1 + 5, 7, 8, 1 - 5};
     for (int i = 0; i < 6; ++i) CHECK(out[i] == expected[i]);
 }
 
@@ -170,14 +170,14 @@ TEST_CASE("reference pools") {
     for (int i = 0; i < 8; ++i) CHECK(out[i] == expected_max[i]);
 
     // Average with the padding counted (as 0): sums 12, 9, 15, 9 over 4, by
-    // M = 1/4 = (2^30 / 2^31) * 2^-1. 9/4 = 2.25 comes out 3, not 2: the high
-    // multiply rounds 9/2 = 4.5 up to 5, then 5/2 = 2.5 rounds to 3. That is
-    // gemmlowp's double rounding (DESIGN.md), which quant/ must simulate too.
-    // -9 gives -2: -4.5 rounds up to -4, then -4/2 = -2.
+    // M = 1/4 = (2^30 / 2^31) * 2^-1. 9/4 = 2.25 comes out 2: one rounding of
+    // the exact product (requantize.h). gemmlowp's double rounding would give
+    // 3 (9/2 = 4.5 rounded up to 5, then 5/2 = 2.5 rounded to 3), which the
+    // float simulation of QAT cannot reproduce.
     p.multiplier = quantize_multiplier(0.25);
     validate_average_pool(p);
     reference::average_pool(p, 1, input, out);
-    const int8_t expected_avg[] = {3, -3, 3, -2, 4, -4, 3, -2};
+    const int8_t expected_avg[] = {3, -3, 2, -2, 4, -4, 2, -2};
     for (int i = 0; i < 8; ++i) CHECK(out[i] == expected_avg[i]);
 
     // Global average pool with an input zero point and a different output scale.

@@ -1,5 +1,5 @@
-// requantize.h against gemmlowp's fixedpoint header, bit for bit, and
-// quantize_multiplier against double arithmetic.
+// requantize.h against gemmlowp's fixedpoint header and exact (long double)
+// arithmetic, bit for bit, and quantize_multiplier against double arithmetic.
 #include <doctest/doctest.h>
 #include <gemmlowp/fixedpoint/fixedpoint.h>
 
@@ -42,56 +42,45 @@ int32_t random_int32(std::mt19937_64& rng) {
     return (r >> 63) ? -magnitude : magnitude;
 }
 
-// gemmlowp has no run-time-shift multiply; this is TFLite's
-// MultiplyByQuantizedMultiplier spelled with gemmlowp's functions (with the
-// left shift done in int64 and saturated, as requantize.h documents).
-int32_t gemmlowp_multiply(int32_t acc, int32_t M0, int shift) {
-    const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    const int64_t shifted = int64_t(acc) * (int64_t(1) << left);
-    const int32_t saturated = int32_t(std::clamp<int64_t>(shifted, kMin, kMax));
-    return gemmlowp::RoundingDivideByPOT(gemmlowp::SaturatingRoundingDoublingHighMul(saturated, M0), right);
+// The exact answer: x / 2^e in long double (64-bit mantissa: |x| < 2^63 and
+// the power-of-two scaling are exact), rounded half away from zero by roundl.
+int64_t exact_rounding_divide_by_pot(int64_t x, int e) {
+    return int64_t(std::roundl(std::ldexp((long double)x, -e)));
+}
+
+int32_t exact_multiply(int32_t acc, int32_t M0, int shift) {
+    const int64_t r = exact_rounding_divide_by_pot(int64_t(acc) * M0, 31 - shift);
+    return int32_t(std::clamp<int64_t>(r, kMin, kMax));
 }
 
 }  // namespace
 
-TEST_CASE("saturating_rounding_doubling_high_mul matches gemmlowp") {
-    CHECK(saturating_rounding_doubling_high_mul(kMin, kMin) == kMax);  // the one overflow
-    CHECK(saturating_rounding_doubling_high_mul(kMin, kMax) == -kMax);
-    CHECK(saturating_rounding_doubling_high_mul(kMax, kMax) == kMax - 1);
-    CHECK(saturating_rounding_doubling_high_mul(1 << 30, 1) == 1);    // 1/2 rounds up
-    CHECK(saturating_rounding_doubling_high_mul(-(1 << 30), 1) == 0);  // -1/2 rounds up too
-    const std::vector<int32_t> edges = edge_values();
-    for (int32_t a : edges)
-        for (int32_t b : edges)
-            REQUIRE(saturating_rounding_doubling_high_mul(a, b) == gemmlowp::SaturatingRoundingDoublingHighMul(a, b));
-    std::mt19937_64 rng(1);
-    int64_t mismatches = 0;
-    for (int i = 0; i < 4'000'000; ++i) {
-        const int32_t a = random_int32(rng), b = random_int32(rng);
-        mismatches += saturating_rounding_doubling_high_mul(a, b) != gemmlowp::SaturatingRoundingDoublingHighMul(a, b);
-    }
-    CHECK(mismatches == 0);
-}
-
-TEST_CASE("rounding_divide_by_pot matches gemmlowp") {
+TEST_CASE("rounding_divide_by_pot matches gemmlowp's and exact arithmetic") {
     CHECK(rounding_divide_by_pot(5, 1) == 3);    // 2.5 -> 3
     CHECK(rounding_divide_by_pot(-5, 1) == -3);  // -2.5 -> -3: ties away from zero
-    CHECK(rounding_divide_by_pot(kMin, 31) == -1);
-    CHECK(rounding_divide_by_pot(kMax, 31) == 1);
-    CHECK(rounding_divide_by_pot(kMin, 0) == kMin);
-    for (int32_t x : edge_values())
-        for (int e = 0; e <= 31; ++e) REQUIRE(rounding_divide_by_pot(x, e) == gemmlowp::RoundingDivideByPOT(x, e));
+    CHECK(rounding_divide_by_pot(int64_t(1) << 62, 62) == 1);
+    CHECK(rounding_divide_by_pot(-(int64_t(1) << 61), 62) == -1);  // -1/2 -> -1
+    CHECK(rounding_divide_by_pot((int64_t(1) << 61) - 1, 62) == 0);
     std::mt19937_64 rng(2);
     int64_t mismatches = 0;
     for (int i = 0; i < 4'000'000; ++i) {
-        const int32_t x = random_int32(rng);
-        const int e = int(rng() % 32);
-        mismatches += rounding_divide_by_pot(x, e) != gemmlowp::RoundingDivideByPOT(x, e);
+        // Products of two int32 (the only inputs the kernels give it), and small ties.
+        const int64_t x = i % 2 ? int64_t(random_int32(rng)) * random_int32(rng) : int64_t(random_int32(rng));
+        const int e = int(rng() % 63);
+        mismatches += rounding_divide_by_pot(x, e) != exact_rounding_divide_by_pot(x, e);
+        // gemmlowp's RoundingDivideByPOT (int32 only, e <= 31) where it applies.
+        if (e <= 31 && x == int64_t(int32_t(x)))
+            mismatches += rounding_divide_by_pot(x, e) != gemmlowp::RoundingDivideByPOT(int32_t(x), e);
     }
     CHECK(mismatches == 0);
+    for (int32_t a : edge_values())
+        for (int e = 0; e <= 62; ++e) {
+            const int64_t x = int64_t(a) * (e % 2 ? kMax : kMin);
+            REQUIRE(rounding_divide_by_pot(x, e) == exact_rounding_divide_by_pot(x, e));
+        }
 }
 
-TEST_CASE("multiply_by_quantized_multiplier and requantize match gemmlowp's composition") {
+TEST_CASE("multiply_by_quantized_multiplier and requantize round once, exactly") {
     // Multipliers near 1 (M0 = 2^31 - 1, shift 0), near 2^30 (shift 30), exactly
     // 1/2 (M0 = 2^30), the smallest (shift -31), and zero.
     const std::vector<QuantizedMultiplier> multipliers = {
@@ -100,11 +89,19 @@ TEST_CASE("multiply_by_quantized_multiplier and requantize match gemmlowp's comp
     const std::vector<int32_t> edges = edge_values();
     for (QuantizedMultiplier m : multipliers) {
         REQUIRE(is_valid_quantized_multiplier(m.M0, m.shift));
-        for (int32_t acc : edges) REQUIRE(multiply_by_quantized_multiplier(acc, m.M0, m.shift) == gemmlowp_multiply(acc, m.M0, m.shift));
+        for (int32_t acc : edges) REQUIRE(multiply_by_quantized_multiplier(acc, m.M0, m.shift) == exact_multiply(acc, m.M0, m.shift));
     }
-    CHECK(multiply_by_quantized_multiplier(kMax, kMax, 30) == kMax - 1);  // left shift saturates to kMax
-    CHECK(multiply_by_quantized_multiplier(kMin, kMax, 30) == -kMax);
+    CHECK(multiply_by_quantized_multiplier(kMax, kMax, 30) == kMax);  // saturates
+    CHECK(multiply_by_quantized_multiplier(kMin, kMax, 30) == kMin);
     CHECK(multiply_by_quantized_multiplier(1000, 1 << 30, 0) == 500);  // M = 1/2
+    CHECK(multiply_by_quantized_multiplier(3, 1 << 30, -1) == 1);      // 3/4 -> 1
+    CHECK(multiply_by_quantized_multiplier(-3, 1 << 30, -2) == -0);    // -3/8 -> 0
+    CHECK(multiply_by_quantized_multiplier(-5, 1 << 30, 0) == -3);     // -2.5 -> -3
+
+    // Where the classic two-rounding form differs: acc = 1, M = (2^31 - 1) / 2^32,
+    // exactly 0.49999999977 -> 0; the doubling high multiply would first round
+    // 0.99999999953 to 1, and then 1 / 2 = 0.5 rounds away from zero to 1.
+    CHECK(multiply_by_quantized_multiplier(1, kMax, -1) == 0);
 
     std::mt19937_64 rng(3);
     int64_t mismatches = 0;
@@ -113,7 +110,7 @@ TEST_CASE("multiply_by_quantized_multiplier and requantize match gemmlowp's comp
         const int32_t M0 = int32_t((1u << 30) + uint32_t(rng() % (1u << 30)));
         const int shift = kMinShift + int(rng() % (kMaxShift - kMinShift + 1));
         const int32_t zero_point = int32_t(rng() % 256) - 128;
-        const int32_t expected_scaled = gemmlowp_multiply(acc, M0, shift);
+        const int32_t expected_scaled = exact_multiply(acc, M0, shift);
         const int64_t with_zero_point = int64_t(expected_scaled) + zero_point;
         const int32_t expected = int32_t(std::clamp<int64_t>(with_zero_point, -128, 127));
         mismatches += multiply_by_quantized_multiplier(acc, M0, shift) != expected_scaled;
@@ -168,25 +165,24 @@ TEST_CASE("AVX2 requantization lanes match the scalar functions") {
     const std::vector<int32_t> edges = edge_values();
     int64_t mismatches = 0;
     for (int iter = 0; iter < 200000; ++iter) {
-        alignas(32) int32_t acc[8], M0[8], left[8], right[8], out[8];
+        alignas(32) int32_t acc[8], M0[8], shift[8], out[8];
         const int32_t zero_point = int32_t(rng() % 256) - 128;
         for (int i = 0; i < 8; ++i) {
             acc[i] = iter % 4 == 0 ? edges[rng() % edges.size()] : random_int32(rng);
-            const int shift = kMinShift + int(rng() % (kMaxShift - kMinShift + 1));
-            const int32_t special_M0[] = {0, 1 << 30, kMax};
-            M0[i] = rng() % 4 == 0 ? special_M0[rng() % 3] : int32_t((1u << 30) + uint32_t(rng() % (1u << 30)));
-            left[i] = shift > 0 ? shift : 0;
-            right[i] = shift > 0 ? 0 : -shift;
+            shift[i] = kMinShift + int(rng() % (kMaxShift - kMinShift + 1));
+            const int32_t special_M0[] = {1 << 30, kMax};
+            M0[i] = rng() % 4 == 0 ? special_M0[rng() % 2] : int32_t((1u << 30) + uint32_t(rng() % (1u << 30)));
+            if (rng() % 16 == 0) M0[i] = 0, shift[i] = 0;
         }
         auto load = [](const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); };
-        const avx2::RequantizeLanes lanes = {load(M0), load(left), load(right), _mm256_set1_epi32(zero_point),
-                                             _mm256_set1_epi32(-128 - zero_point), _mm256_set1_epi32(127 - zero_point)};
+        const avx2::RequantizeLanes lanes = avx2::make_requantize_lanes(load(M0), load(shift), zero_point, -128, 127);
         _mm256_store_si256(reinterpret_cast<__m256i*>(out), avx2::requantize(load(acc), lanes));
-        for (int i = 0; i < 8; ++i)
-            mismatches += out[i] != requantize(acc[i], M0[i], left[i] - right[i], zero_point, -128, 127);
-        // The raw high multiply, including INT32_MIN * INT32_MIN.
-        _mm256_store_si256(reinterpret_cast<__m256i*>(out), avx2::saturating_rounding_doubling_high_mul(load(acc), load(acc)));
-        for (int i = 0; i < 8; ++i) mismatches += out[i] != saturating_rounding_doubling_high_mul(acc[i], acc[i]);
+        for (int i = 0; i < 8; ++i) mismatches += out[i] != requantize(acc[i], M0[i], shift[i], zero_point, -128, 127);
+        // The raw multiply, for multipliers below 1 (where it needs no clamp).
+        for (int i = 0; i < 8; ++i) shift[i] = std::min(shift[i], 0);
+        const avx2::RequantizeLanes below_one = avx2::make_requantize_lanes(load(M0), load(shift), 0, kMin, kMax);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(out), avx2::multiply_by_quantized_multiplier(load(acc), below_one));
+        for (int i = 0; i < 8; ++i) mismatches += out[i] != multiply_by_quantized_multiplier(acc[i], M0[i], shift[i]);
     }
     CHECK(mismatches == 0);
 }
