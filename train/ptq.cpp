@@ -166,6 +166,10 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
     infer::Model int8(r.int8_spec, cfg.model.arch + " (int8)");
     r.int8 = evaluate_int8(int8, *data.test, cfg.train.eval_batch_size, cfg.data.workers);
     log << "ptq: int8 " << accuracy(r.int8) << "\n";
+    if (options.parity) {
+        r.parity = measure_parity(*qat, int8, *data.test, cfg.train.eval_batch_size, cfg.data.workers);
+        log << "ptq: " << r.parity.summary();
+    }
 
     std::filesystem::create_directories(cfg.out_dir);
     r.int8_model = cfg.out_dir + "/model.int8.safetensors";

@@ -42,6 +42,7 @@ namespace qf::train {
 struct PtqOptions {
     bool evaluate_fp32 = true;  // false: skip the fp32 test pass (PtqResult::fp32 stays empty)
     bool evaluate_fake_quant = false;  // also score the calibrated fake-quant model (PtqResult::fake_quant)
+    bool parity = false;  // also compare the fake-quant forward with the int8 graph (PtqResult::parity)
     std::ostream* log = nullptr;  // stage messages; null = std::cout
 };
 
@@ -50,6 +51,7 @@ struct PtqResult {
     EvalResult fp32;             // the checkpoint as loaded, before folding (images == 0 if skipped)
     EvalResult int8;             // the int8 graph on the test set (argmax's tie rule, infer/label_rank.h)
     EvalResult fake_quant;       // the fake-quant simulation, if asked for (images == 0 if not)
+    quant::ParityReport parity;  // if asked for (images == 0 if not)
     std::string int8_model;      // where it was written
     int folded_layers = 0;
     int equalized_pairs = 0;     // 0 when ptq.equalize is off

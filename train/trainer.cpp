@@ -163,13 +163,18 @@ quant::ParityReport Trainer::parity() {
         throw ConfigError("parity compares the fake-quant model with its int8 graph: set quant.enabled=true");
     if (!cfg_.train.resume.empty()) resume();
     infer::Model int8(freeze_int8(), cfg_.model.arch + " (int8)");
-    quant::ParityChecker check(*model_, int8);
+    return measure_parity(*model_, int8, *data_.test, cfg_.train.eval_batch_size, cfg_.data.workers);
+}
+
+quant::ParityReport measure_parity(nn::Sequential& qat_model, infer::Model& int8_model,
+                                   const data::Dataset& dataset, int64_t batch_size, int workers) {
+    quant::ParityChecker check(qat_model, int8_model);
     data::LoaderOptions lo;
-    lo.batch_size = cfg_.train.eval_batch_size;
+    lo.batch_size = batch_size;
     lo.shuffle = false;
     lo.train = false;
-    lo.num_workers = cfg_.data.workers;
-    data::DataLoader loader(*data_.test, lo);
+    lo.num_workers = workers;
+    data::DataLoader loader(dataset, lo);
     loader.start_epoch(0);
     data::Batch batch;
     while (loader.next(batch)) check.add_batch(batch.images.data(), (int)batch.n);

@@ -99,6 +99,11 @@ EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64
 EvalResult evaluate_int8(infer::Model& model, const data::Dataset& dataset, int64_t batch_size,
                          int workers);
 
+// Compares the fake-quant forward of `qat_model` with its frozen int8 graph
+// on every image of `dataset` (quant/parity.h).
+quant::ParityReport measure_parity(nn::Sequential& qat_model, infer::Model& int8_model,
+                                   const data::Dataset& dataset, int64_t batch_size, int workers);
+
 // The QAT options a config's quant section describes.
 quant::QatOptions qat_options(const QuantConfig& q);
 
