@@ -50,7 +50,7 @@ ActivationQuant::ActivationQuant(std::string name, const QatOptions& o, bool non
 }
 
 Tensor ActivationQuant::forward(const Tensor& x) {
-    Tensor y = quantize(x);
+    Tensor y = enabled ? quantize(x) : x;
     if (keep_output) last_output = y;
     return y;
 }
@@ -116,6 +116,7 @@ QuantParams WeightQuant::qparams(const Tensor& w) const {
 }
 
 Tensor WeightQuant::apply(const Tensor& w) {
+    if (!enabled) return w;
     if (!lsq_) return fake_quantize(w, qparams(w), scheme_, name_);
     if (!scale_.defined()) throw QuantError(name_ + ": LSQ weight scale not registered");
     if (scale_.data()[0] <= 0.0f) {
@@ -162,7 +163,8 @@ Tensor QatConvBnAct::forward(const Tensor& x) {
     if (training() && !bn_frozen) return forward_batch_statistics(x);
     const Folded f = fold();
     const Tensor wq = weight_quant.apply(f.weight);
-    const Tensor b = fake_quantize_bias(f.bias, weight_quant.qparams(f.weight),
+    const Tensor b = !weight_quant.enabled ? f.bias
+                     : fake_quantize_bias(f.bias, weight_quant.qparams(f.weight),
                                         input_scale(input_quant, weight_quant.name()), weight_quant.name());
     return out_quant->forward(nn::apply_act(conv2d(x, wq, b, conv->params), act));
 }
@@ -200,7 +202,7 @@ QatLinear::QatLinear(const nn::Linear& fp32, const std::string& name, const QatO
 Tensor QatLinear::forward(const Tensor& x) {
     const Tensor wq = weight_quant.apply(weight);
     Tensor b = bias;
-    if (b.defined())
+    if (b.defined() && weight_quant.enabled)
         b = fake_quantize_bias(bias, weight_quant.qparams(weight), input_scale(input_quant, weight_quant.name()),
                                weight_quant.name());
     return out_quant->forward(nn::apply_act(linear(x, wq, b), act));

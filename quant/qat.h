@@ -71,6 +71,10 @@ public:
     // Parity checks: when set, forward keeps its last output here.
     bool keep_output = false;
     Tensor last_output;
+    // false: forward is the identity (no observing, no rounding), so this
+    // point computes in float. A diagnostic switch for the sensitivity report
+    // (quant/sensitivity.h); freeze ignores it.
+    bool enabled = true;
 
 private:
     Tensor quantize(const Tensor& x);
@@ -93,6 +97,10 @@ public:
     QuantParams qparams(const Tensor& w) const;  // what apply used / freeze uses
     const QuantScheme& scheme() const { return scheme_; }
     const std::string& name() const { return name_; }
+    // false: apply() returns the weight unchanged and the owning layer adds
+    // its bias in float (the layer's weights stay float). A diagnostic switch
+    // for the sensitivity report (quant/sensitivity.h); freeze ignores it.
+    bool enabled = true;
     Tensor lsq_scale() const { return scale_; }
     // LSQ: the step-size parameter the owning layer registered (zeros until
     // the first apply() initializes it from the weight's min/max).
