@@ -155,15 +155,16 @@ void flag(SensitivityReport& r, const SensitivityOptions& o) {
         if (l.local_sqnr_db < o.low_sqnr_db) l.flags += "S";
         if (l.clipped > o.high_clip_fraction) l.flags += "C";
     }
-    // The layers that recover the most when left in float: by top-1, or by
-    // agreement with fp32 when there are no labels.
-    const bool labels = !std::isnan(r.quant_top1);
-    const auto gain = [&](const LayerSensitivity& l) {
-        return labels ? l.top1_float - r.quant_top1 : l.agreement_float - r.quant_agreement;
-    };
+    // The layers that recover the most when left in float, by agreement with
+    // the fp32 model's top-1: top-1 accuracy moves both ways by chance (a
+    // flip can fix a wrong fp32 answer), agreement counts only the damage.
+    const auto gain = [&](const LayerSensitivity& l) { return l.agreement_float - r.quant_agreement; };
     std::vector<LayerSensitivity*> order;
     for (LayerSensitivity& l : r.layers)
-        if (!std::isnan(gain(l)) && gain(l) > 0) order.push_back(&l);
+        // A few images either way is chance; only clear gains count.
+        if (!std::isnan(gain(l)) && gain(l) > 0 && gain(l) >= o.min_agreement_gain &&
+            gain(l) * double(r.eval_images) / 100.0 >= o.min_agreement_images - 1e-9)
+            order.push_back(&l);
     std::stable_sort(order.begin(), order.end(), [&](auto* a, auto* b) { return gain(*a) > gain(*b); });
     for (int i = 0; i < (int)order.size() && i < o.worst_layers; i++) order[i]->flags += "A";
 }
@@ -204,8 +205,14 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
             const Tensor local = fake_quantize(x, params[i], rows[i].point->scheme(), rows[i].point->name());
             s.local.add(x.data(), local.data(), x.numel());
             const QuantScheme& sc = rows[i].point->scheme();
-            const float lo = float(sc.qmin() - params[i].zero_points[0]) * params[i].scales[0];
-            const float hi = float(sc.qmax() - params[i].zero_points[0]) * params[i].scales[0];
+            // Clipped: beyond the range by more than half a step, i.e. where
+            // the clamp, not the rounding, sets the error. (Values within
+            // half a step round onto the end level anyway; counting them
+            // would flag every white pixel that sits exactly at the
+            // calibrated maximum.)
+            const float half = 0.5f * params[i].scales[0];
+            const float lo = float(sc.qmin() - params[i].zero_points[0]) * params[i].scales[0] - half;
+            const float hi = float(sc.qmax() - params[i].zero_points[0]) * params[i].scales[0] + half;
             for (int64_t j = 0; j < x.numel(); j++) {
                 const float v = x.data()[j];
                 s.clipped += v < lo || v > hi;
@@ -299,7 +306,7 @@ std::string signed_num(double v, int precision) {
 std::vector<std::vector<std::string>> cells(const SensitivityReport& r) {
     std::vector<std::vector<std::string>> t{{"#", "layer", "kind", "range", "fp32 min..max", "local SQNR dB",
                                              "local cos", "accum SQNR dB", "accum cos", "clipped %", "weight SQNR dB",
-                                             "top-1 in float (gain)", "agree % in float", "flags"}};
+                                             "top-1 in float (gain)", "agree % in float (gain)", "flags"}};
     const bool labels = !std::isnan(r.quant_top1);
     for (size_t i = 0; i < r.layers.size(); i++) {
         const LayerSensitivity& l = r.layers[i];
@@ -309,7 +316,9 @@ std::vector<std::vector<std::string>> cells(const SensitivityReport& r) {
         t.push_back({std::to_string(i), l.name, l.kind, "[" + num(l.range_lo, 3) + ", " + num(l.range_hi, 3) + "]",
                      num(l.fp32_min, 3) + ".." + num(l.fp32_max, 3), num(l.local_sqnr_db, 1), num(l.local_cosine, 5),
                      num(l.accum_sqnr_db, 1), num(l.accum_cosine, 5), num(100.0 * l.clipped, 3),
-                     num(l.weight_sqnr_db, 1), acc, num(l.agreement_float, 2), l.flags.empty() ? "" : "<- " + l.flags});
+                     num(l.weight_sqnr_db, 1), acc,
+                     std::isnan(l.agreement_float) ? "-"
+                         : num(l.agreement_float, 2) + " (" + signed_num(l.agreement_float - r.quant_agreement, 2) + ")", l.flags.empty() ? "" : "<- " + l.flags});
     }
     return t;
 }
@@ -329,9 +338,10 @@ std::string summary(const SensitivityReport& r, const char* bullet) {
 
 const char* kLegend =
     "local: the fp32 activation vs itself fake-quantized by this point alone; accum: the quantized model's "
-    "activation vs the fp32 model's (error of every point up to here); clipped: fp32 values outside the range; "
+    "activation vs the fp32 model's (error of every point up to here); clipped: fp32 values beyond the range by more than half a step; "
     "in float: accuracy with only this layer's weight, bias and output quantization off. "
-    "Flags: S local SQNR low, C clips much, A among the layers that recover most in float.";
+    "agree: top-1 agreement with the fp32 model. "
+    "Flags: S local SQNR low, C clips much, A among the layers whose float version restores the most agreement.";
 }  // namespace
 
 std::string SensitivityReport::to_text() const {

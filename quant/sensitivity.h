@@ -8,7 +8,8 @@
 //   - accumulated error: the quantized model's activation at the point
 //     against the fp32 model's (everything before it quantized too).
 //   - the fraction of fp32 values its range clips: outside
-//     [(qmin - z) * s, (qmax - z) * s].
+//     [(qmin - z) * s, (qmax - z) * s] by more than half a step s/2 (closer
+//     ones round onto the end level: rounding error, not clipping).
 //   - for conv/linear layers, the SQNR of the (folded) weight.
 //   - the accuracy (and top-1 agreement with the fp32 model) with only this
 //     layer left in float: its weight quantization, bias rounding and output
@@ -46,9 +47,13 @@ struct SensitivityOptions {
     double low_sqnr_db = 25.0;
     // A point whose range clips more than this fraction of fp32 values is flagged 'C'.
     double high_clip_fraction = 0.01;
-    // The layers that recover the most accuracy when left in float (the top
-    // `worst_layers` of them, if they recover any) are flagged 'A'.
+    // The layers that restore the most top-1 agreement with the fp32 model
+    // when left in float (the top `worst_layers` of those that restore at
+    // least `min_agreement_gain` percentage points and `min_agreement_images`
+    // images) are flagged 'A'.
     int worst_layers = 3;
+    double min_agreement_gain = 0.1;
+    int min_agreement_images = 3;
     // Progress lines during the accuracy passes (one per layer); null: quiet.
     std::function<void(const std::string&)> progress;
 };
@@ -62,7 +67,7 @@ struct LayerSensitivity {
     float fp32_min = 0, fp32_max = 0; // what the fp32 activations spanned
     double local_sqnr_db = 0, local_cosine = 0;
     double accum_sqnr_db = 0, accum_cosine = 0;
-    double clipped = 0;               // fraction of fp32 values outside the range
+    double clipped = 0;               // fraction of fp32 values beyond the range by more than s/2
     double weight_sqnr_db = 0;        // NaN for points without a weight
     // With only this layer in float (NaN if not measured / no labels).
     double top1_float = 0, agreement_float = 0;

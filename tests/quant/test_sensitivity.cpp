@@ -116,9 +116,7 @@ TEST_CASE("An 8-bit point on Gaussian data has the SQNR of uniform rounding nois
     CHECK(in.local_cosine > 0.9999);
     // The input point is the first: nothing before it, so accumulated == local.
     CHECK(in.accum_sqnr_db == doctest::Approx(in.local_sqnr_db));
-    // Only values within half a step beyond the ends (the zero point is
-    // nudged to an integer) fall outside the representable range.
-    CHECK(in.clipped < 1e-3);
+    CHECK(in.clipped == 0);
     CHECK(std::isnan(in.weight_sqnr_db));
     // No eval batches: the accuracy columns stay empty.
     CHECK(r.eval_images == 0);
