@@ -176,12 +176,25 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
     std::set<const ActivationQuant*> owned;
     collect(qat_model, nullptr, rows, owned);
     if (rows.empty()) throw QuantError("sensitivity: the model has no quantization points; prepare it with prepare_qat");
+    const LabeledBatch* probe = !stats_batches.empty() ? &stats_batches[0]
+                                : !eval_batches.empty() ? &eval_batches[0] : nullptr;
+    if (!probe) throw QuantError("sensitivity: no batches to measure on");
+    NoGrad no_grad;
+    {
+        // The points the forward uses: mbv2's blocks without a residual add
+        // have an out_quant that is never called (and never saw data).
+        Switches probing(qat_model, rows);
+        qat_model.eval();
+        probing.set_all(false);
+        probing.keep_outputs(true);
+        qat_model.forward(probe->images);
+        std::erase_if(rows, [](const Row& r) { return !r.point->last_output.defined(); });
+    }
     std::vector<QuantParams> params;
     for (const Row& r : rows) params.push_back(r.point->qparams());  // throws, naming a point without data
 
     Switches switches(qat_model, rows);
     qat_model.eval();  // no observing: the ranges stay what calibration or training left
-    NoGrad no_grad;
     SensitivityReport report;
 
     // Statistics: the fp32 forward, then the quantized one, on each batch.
@@ -199,7 +212,6 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
         for (size_t i = 0; i < rows.size(); i++) {
             const Tensor& x = ref[i];
             const Tensor& y = rows[i].point->last_output;
-            if (!x.defined() || !y.defined()) continue;  // a point this model's forward does not use
             PointStats& s = stats[i];
             s.accum.add(x.data(), y.data(), x.numel());
             const Tensor local = fake_quantize(x, params[i], rows[i].point->scheme(), rows[i].point->name());
@@ -225,9 +237,7 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
     switches.keep_outputs(false);
     report.logits_sqnr_db = logits.values ? logits.sqnr_db() : kNaN;
 
-    std::vector<const Row*> used;  // rows the forward reached (mbv2's non-residual blocks have an unused point)
     for (size_t i = 0; i < rows.size(); i++) {
-        if (!stats_batches.empty() && stats[i].local.values == 0) continue;
         const PointStats& s = stats[i];
         LayerSensitivity l;
         l.name = rows[i].name;
@@ -254,7 +264,6 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
         }
         l.top1_float = l.agreement_float = kNaN;
         report.layers.push_back(l);
-        used.push_back(&rows[i]);
     }
 
     // Accuracy: fp32, fully quantized, then each layer alone in float.
@@ -269,15 +278,15 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
         report.fp32_top1 = fp32.top1();
         report.quant_top1 = quant.top1();
         report.quant_agreement = quant.agreement();
-        for (size_t i = 0; i < used.size(); i++) {
-            switches.set_all(true, used[i]);
+        for (size_t i = 0; i < rows.size(); i++) {
+            switches.set_all(true, &rows[i]);
             const Score s = score(qat_model, eval_batches, fp32_pred);
             report.layers[i].top1_float = s.top1();
             report.layers[i].agreement_float = s.agreement();
             if (o.progress) {
                 char line[160];
                 std::snprintf(line, sizeof line, "sensitivity: %zu/%zu %s in float: top-1 %.2f%%, agreement %.2f%%",
-                              i + 1, used.size(), used[i]->name.c_str(), s.top1(), s.agreement());
+                              i + 1, rows.size(), rows[i].name.c_str(), s.top1(), s.agreement());
                 o.progress(line);
             }
         }

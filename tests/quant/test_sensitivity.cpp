@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "quant/fold_batch_norm.h"
 #include "quant/sensitivity.h"
@@ -198,8 +199,50 @@ TEST_CASE("A layer with a terrible range is the one the report blames") {
     CHECK(row(r, "5").accum_sqnr_db < 15);
 }
 
-TEST_CASE("A model without quantization points is refused") {
+TEST_CASE("A model without quantization points, without batches or without calibration is refused") {
     auto fp32 = nn::build_model({"lenet", 10, 1, kSide}, 0);
     std::vector<LabeledBatch> none;
     CHECK_THROWS_WITH_AS(measure_sensitivity(*fp32, none, none), doctest::Contains("prepare_qat"), QuantError);
+    // and so is a QAT model without batches, or one whose points saw no data
+    auto qat = prepare_qat(fp32, QatOptions{});
+    CHECK_THROWS_WITH_AS(measure_sensitivity(*qat, none, none), doctest::Contains("no batches"), QuantError);
+    const std::vector<LabeledBatch> one{{images(2, 1), {}}};
+    CHECK_THROWS_WITH_AS(measure_sensitivity(*qat, one, none), doctest::Contains("input: this activation"), QuantError);
+    // the failed attempt left the switches as they were
+    const ActivationQuant* input = dynamic_cast<ActivationQuant*>(qat->at(0).get());
+    REQUIRE(input);
+    CHECK(input->enabled);
+    CHECK(!input->keep_output);
+}
+
+TEST_CASE("resnet20 and mbv2: one row per point the forward uses, in graph order, with its kind") {
+    // mbv2's blocks without a residual add have an out_quant their forward
+    // never calls: no row for them.
+    for (const auto& [arch, rows, adds] : {std::tuple{std::string("resnet20"), 33, 9}, std::tuple{std::string("mbv2"), 23, 3}}) {
+        CAPTURE(arch);
+        auto fp32 = nn::build_model({arch, 10, 1, 8}, 0);
+        fp32->eval();
+        auto qat = prepare_qat(fp32, QatOptions{});
+        qat->train();
+        QatSchedule{.freeze_bn_after = 0}.apply(*qat, 0);
+        std::mt19937 rng(3);
+        const Tensor x = Tensor::randn({4, 1, 8, 8}, rng);
+        {
+            NoGrad ng;
+            qat->forward(x);
+        }
+        qat->eval();
+        const std::vector<LabeledBatch> stats{{x, {}}};
+        const SensitivityReport r = measure_sensitivity(*qat, stats, {});
+        REQUIRE((int)r.layers.size() == rows);
+        CHECK(r.layers.front().kind == "input");
+        CHECK(r.layers.back().kind == "linear");
+        CHECK(r.layers[r.layers.size() - 2].kind == "avgpool");
+        CHECK(std::count_if(r.layers.begin(), r.layers.end(), [](const auto& l) { return l.kind == "add"; }) == adds);
+        for (const auto& l : r.layers) {
+            CAPTURE(l.name);
+            CHECK(l.values > 0);
+            CHECK(l.local_sqnr_db > 20);
+        }
+    }
 }
