@@ -311,6 +311,12 @@ std::string signed_num(double v, int precision) {
     return (v >= 0 ? "+" : "") + num(v, precision);
 }
 
+// A fraction as a percentage that never shows a few clipped values as 0.
+std::string percent(double fraction) {
+    if (fraction > 0 && fraction < 5e-6) return "<0.001";
+    return num(100.0 * fraction, 3);
+}
+
 // The table both renderings share: a header row, then one row per point.
 std::vector<std::vector<std::string>> cells(const SensitivityReport& r) {
     std::vector<std::vector<std::string>> t{{"#", "layer", "kind", "range", "fp32 min..max", "local SQNR dB",
@@ -324,7 +330,7 @@ std::vector<std::vector<std::string>> cells(const SensitivityReport& r) {
             acc = num(l.top1_float, 2) + " (" + signed_num(l.top1_float - r.quant_top1, 2) + ")";
         t.push_back({std::to_string(i), l.name, l.kind, "[" + num(l.range_lo, 3) + ", " + num(l.range_hi, 3) + "]",
                      num(l.fp32_min, 3) + ".." + num(l.fp32_max, 3), num(l.local_sqnr_db, 1), num(l.local_cosine, 5),
-                     num(l.accum_sqnr_db, 1), num(l.accum_cosine, 5), num(100.0 * l.clipped, 3),
+                     num(l.accum_sqnr_db, 1), num(l.accum_cosine, 5), percent(l.clipped),
                      num(l.weight_sqnr_db, 1), acc,
                      std::isnan(l.agreement_float) ? "-"
                          : num(l.agreement_float, 2) + " (" + signed_num(l.agreement_float - r.quant_agreement, 2) + ")", l.flags.empty() ? "" : "<- " + l.flags});
@@ -383,7 +389,7 @@ std::string SensitivityReport::to_markdown() const {
         s << "\n";
         if (i == 0) {
             s << "|";
-            for (size_t c = 0; c < t[i].size(); c++) s << (c == 1 || c == 2 ? "---|" : "---:|");
+            for (size_t c = 0; c < t[i].size(); c++) s << (c == 1 || c == 2 || c + 1 == t[i].size() ? "---|" : "---:|");
             s << "\n";
         }
     }

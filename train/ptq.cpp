@@ -156,6 +156,8 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
         r.fake_quant = evaluate_model(*qat, *data.test, cfg.train.eval_batch_size, cfg.data.workers);
         log << "ptq: fake-quant simulation " << accuracy(r.fake_quant) << "\n";
     }
+    r.qat_model = qat;
+    if (options.calibrate_only) return r;
 
     // 6. Freeze, evaluate the int8 graph, write it.
     const data::Dataset& d = *data.train;

@@ -44,6 +44,10 @@ struct PtqOptions {
     bool evaluate_fake_quant = false;  // also score the calibrated fake-quant model (PtqResult::fake_quant)
     bool parity = false;  // also compare the fake-quant forward with the int8 graph (PtqResult::parity)
     std::ostream* log = nullptr;  // stage messages; null = std::cout
+    // Stop after step 5 (and the fake-quant evaluation, if asked for): no
+    // freeze, no int8 evaluation, nothing written; PtqResult::qat_model is
+    // the calibrated model (the sensitivity report analyses it).
+    bool calibrate_only = false;
 };
 
 struct PtqResult {
@@ -53,6 +57,9 @@ struct PtqResult {
     EvalResult fake_quant;       // the fake-quant simulation, if asked for (images == 0 if not)
     quant::ParityReport parity;  // if asked for (images == 0 if not)
     std::string int8_model;      // where it was written
+    // The calibrated fake-quant model of step 5 (eval mode; shares the
+    // folded fp32 model's tensors).
+    std::shared_ptr<nn::Sequential> qat_model;
     int folded_layers = 0;
     int equalized_pairs = 0;     // 0 when ptq.equalize is off
     int bias_corrected_layers = 0;
