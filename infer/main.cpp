@@ -1,4 +1,5 @@
 // infer MODEL --data DIR_OR_IDX [--labels IDX_LABELS] [--batch N] [--threads N] [--profile]
+//                               [--compare FP32_CHECKPOINT]
 // infer MODEL --image FILE [--top K]
 //
 // Runs an int8 model file (docs/int8-format.md) with integers only:
@@ -11,9 +12,9 @@
 //           input size (a colour image is refused by a grayscale model).
 // Exit codes: 0 done, 1 a bad model, dataset or image (the message says
 // what), 2 a bad command line.
-//
-// Not here: --compare CHECKPOINT (fp32 beside int8) needs the fp32 engine,
-// which infer/ must not link (DESIGN.md); it belongs to a tool outside infer/.
+//  --compare  the fp32 checkpoint evaluated on the same data, batch and
+//           threads, printed beside the int8 model (infer/compare.h: the
+//           train binary runs it, since infer/ must not link the engine).
 #include <omp.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@
 
 #include "data/image_io.h"
 #include "data/loader.h"
+#include "infer/compare.h"
 #include "infer/label_rank.h"
 #include "infer/model.h"
 
@@ -38,7 +40,7 @@ using namespace qf;
 namespace {
 
 struct Options {
-    std::string model, data, labels, image;
+    std::string model, data, labels, image, compare;
     int batch = 64, threads = 0, top = 5;
     bool profile = false;
 };
@@ -54,6 +56,17 @@ data::TransformOptions model_transforms(const infer::InputSpec& in) {
     t.mean = in.mean;
     t.std = in.std;
     return t;
+}
+
+// The IDX labels file of --data: --labels, or the images file's name with
+// "images-idx3" replaced by "labels-idx1".
+std::string idx_labels(const Options& opt) {
+    if (!opt.labels.empty()) return opt.labels;
+    const size_t at = opt.data.rfind("images-idx3");
+    if (at == std::string::npos)
+        fail("--labels is needed: cannot derive the labels file from " + opt.data + " (no \"images-idx3\" in its name)");
+    std::string labels = opt.data;
+    return labels.replace(at, std::string("images-idx3").size(), "labels-idx1");
 }
 
 // The dataset --data names, producing images as the model's input expects.
@@ -76,15 +89,7 @@ std::unique_ptr<data::Dataset> open_dataset(const Options& opt, const infer::Mod
                          "labels follow the folders' sorted order\n";
         dataset = std::move(images);
     } else {
-        std::string labels = opt.labels;
-        if (labels.empty()) {
-            const size_t at = opt.data.rfind("images-idx3");
-            if (at == std::string::npos)
-                fail("--labels is needed: cannot derive the labels file from " + opt.data +
-                     " (no \"images-idx3\" in its name)");
-            labels = opt.data;
-            labels.replace(at, std::string("images-idx3").size(), "labels-idx1");
-        }
+        const std::string labels = idx_labels(opt);
         data::IdxOptions idx;
         idx.transforms = model_transforms(in);
         idx.class_names = model.class_names();
@@ -108,7 +113,12 @@ void print_profile(const infer::Model& model, int64_t batches) {
     std::printf("%-4s %-28s %-16s %12.4f\n", "", "total", "", 1e3 * total / double(std::max<int64_t>(batches, 1)));
 }
 
-int evaluate(const Options& opt, infer::Model& model) {
+struct Evaluation {
+    double top1 = 0, topk = 0, images_per_s = 0, median_batch_ms = 0;
+    int top_k = 5;
+};
+
+Evaluation evaluate(const Options& opt, infer::Model& model) {
     const std::unique_ptr<data::Dataset> dataset = open_dataset(opt, model);
     data::LoaderOptions loader_options;
     loader_options.batch_size = opt.batch;
@@ -147,14 +157,31 @@ int evaluate(const Options& opt, infer::Model& model) {
     if (images == 0) fail(opt.data + ": no images");
 
     std::sort(latencies.begin(), latencies.end());
-    const double median = latencies[latencies.size() / 2];
+    const Evaluation e{100.0 * double(top1) / double(images), 100.0 * double(topk) / double(images),
+                       double(images) / run_seconds, 1e3 * latencies[latencies.size() / 2], top_k};
     std::printf("data: %s (%lld images)\n", opt.data.c_str(), (long long)images);
-    std::printf("top-1: %.2f%%  top-%d: %.2f%%\n", 100.0 * double(top1) / double(images), top_k,
-                100.0 * double(topk) / double(images));
+    std::printf("top-1: %.2f%%  top-%d: %.2f%%\n", e.top1, top_k, e.topk);
     std::printf("speed: %.1f images/s, batch %d latency %.3f ms (median of %zu batches), %d threads\n",
-                double(images) / run_seconds, opt.batch, 1e3 * median, latencies.size(), omp_get_max_threads());
+                e.images_per_s, opt.batch, e.median_batch_ms, latencies.size(), omp_get_max_threads());
     if (opt.profile) print_profile(model, int64_t(latencies.size()));
-    return 0;
+    return e;
+}
+
+// --compare: the fp32 checkpoint on the same data, batch and threads.
+void compare(const Options& opt, const Evaluation& int8) {
+    std::printf("\nfp32: evaluating %s (train --eval-only)...\n", opt.compare.c_str());
+    std::fflush(stdout);
+    const bool idx = !std::filesystem::is_directory(opt.data);
+    const infer::Fp32Evaluation fp32 = infer::evaluate_fp32_checkpoint(
+        {opt.compare, opt.data, idx ? idx_labels(opt) : "", opt.batch, omp_get_max_threads()});
+    std::printf("fp32: %lld images evaluated by %s\n", (long long)fp32.images, fp32.train_binary.c_str());
+    std::printf("\n%-6s %8s %8s %12s %16s\n", "", "top-1 %", "top-5 %", "images/s", "batch latency ms");
+    std::printf("%-6s %8.2f %8.2f %12.1f %16.3f\n", "fp32", fp32.top1, fp32.top5, fp32.images_per_s,
+                fp32.median_batch_ms);
+    std::printf("%-6s %8.2f %8.2f %12.1f %16.3f\n", "int8", int8.top1, int8.topk, int8.images_per_s,
+                int8.median_batch_ms);
+    std::printf("int8 - fp32: %+.2f top-1 points; int8 / fp32 speed: %.2fx (batch %d, %d threads)\n",
+                int8.top1 - fp32.top1, int8.images_per_s / fp32.images_per_s, opt.batch, omp_get_max_threads());
 }
 
 // The normalized C x H x W floats of one image file, which must have the
@@ -217,10 +244,17 @@ int main(int argc, char** argv) {
     app.add_flag("--profile", opt.profile, "print the time of each op");
     app.add_option("--image", opt.image, "classify one image file and print its top classes");
     app.add_option("--top", opt.top, "classes printed for --image")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--compare", opt.compare,
+                   "with --data: also evaluate this fp32 checkpoint (by the train binary) on the same data, "
+                   "batch and threads, and print both side by side");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
+    }
+    if (!opt.compare.empty() && opt.data.empty()) {
+        std::cerr << "infer: --compare needs --data\n";
+        return 2;
     }
     if (opt.data.empty() == opt.image.empty()) {
         std::cerr << "infer: give exactly one of --data and --image\n" << app.help();
@@ -232,7 +266,10 @@ int main(int argc, char** argv) {
         const infer::InputSpec& in = model.input();
         std::printf("model: %s (%d ops, input %s, %d classes)\n", opt.model.c_str(), model.num_ops(),
                     shape_string(in.channels, in.height, in.width).c_str(), model.num_classes());
-        return opt.image.empty() ? evaluate(opt, model) : classify(opt, model);
+        if (!opt.image.empty()) return classify(opt, model);
+        const Evaluation e = evaluate(opt, model);
+        if (!opt.compare.empty()) compare(opt, e);
+        return 0;
     } catch (const std::exception& e) {
         std::cerr << "infer: " << e.what() << "\n";
         return 1;

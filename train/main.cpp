@@ -8,6 +8,7 @@
 // Under `mpirun -np N train CONFIG.json` the N ranks train data-parallel
 // (docs/distributed.md); rank 0 alone prints and writes.
 #include <CLI/CLI.hpp>
+#include <omp.h>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -87,6 +88,10 @@ int main(int argc, char** argv) {
         TrainSummary s = trainer.run();
         std::cout << "test top-1 " << s.final_eval.top1 << "%, top-5 " << s.final_eval.top5 << "% on "
                   << s.final_eval.images << " images\n";
+        if (cfg.train.eval_only)  // `infer --compare` reads this line
+            std::printf("eval speed: %.1f images/s, batch %lld latency %.3f ms (median of %lld batches), %d threads\n",
+                        s.final_eval.images_per_s, (long long)cfg.train.eval_batch_size, s.final_eval.median_batch_ms,
+                        (long long)s.final_eval.batches, omp_get_max_threads());
         if (!s.int8_model.empty()) std::cout << "(accuracy of the int8 graph) wrote " << s.int8_model << "\n";
         if (!cfg.train.eval_only)
             std::cout << "wrote " << s.checkpoint << ", " << cfg.out_dir << "/metrics.jsonl, "

@@ -76,11 +76,15 @@ EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int w
     NoGrad no_grad;
     EvalResult r;
     int64_t top1 = 0, top5 = 0;
-    double loss_sum = 0;
+    double loss_sum = 0, forward_seconds = 0;
+    std::vector<double> batch_seconds;
     data::Batch batch;
     while (loader.next(batch)) {
         std::vector<int32_t> labels = batch.labels;
+        const auto start = std::chrono::steady_clock::now();
         Tensor logits = logits_of(batch);
+        batch_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        forward_seconds += batch_seconds.back();
         loss_sum += cross_entropy(logits, labels).item() * (double)labels.size();
         count_correct(logits, labels, top1, top5);
         r.images += (int64_t)labels.size();
@@ -89,6 +93,10 @@ EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int w
         r.loss = loss_sum / (double)r.images;
         r.top1 = 100.0 * (double)top1 / (double)r.images;
         r.top5 = 100.0 * (double)top5 / (double)r.images;
+        r.images_per_s = (double)r.images / forward_seconds;
+        std::sort(batch_seconds.begin(), batch_seconds.end());
+        r.median_batch_ms = 1e3 * batch_seconds[batch_seconds.size() / 2];
+        r.batches = (int64_t)batch_seconds.size();
     }
     return r;
 }

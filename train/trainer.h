@@ -36,6 +36,10 @@ struct EvalResult {
     double top1 = 0;  // percent
     double top5 = 0;  // percent
     int64_t images = 0;
+    // The forward passes alone (no loading, no scoring).
+    double images_per_s = 0;
+    double median_batch_ms = 0;
+    int64_t batches = 0;
 };
 
 struct TrainSummary {

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The `train` binary on bad input: each case must exit non-zero with a
 # message naming what is wrong, and never crash.
-#   tests/e2e/cli.sh PATH/TO/train PATH/TO/idx_to_png
+#   tests/e2e/cli.sh PATH/TO/train PATH/TO/idx_to_png PATH/TO/quantize PATH/TO/infer
 set -u
 TRAIN=$1
 IDX_TO_PNG=$2
+QUANTIZE=$3
+INFER=$4
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 passed=0 failed=0
@@ -56,9 +58,26 @@ expect "truncated checkpoint" 1 "truncated.safetensors" -- "$TRAIN" configs/smok
 expect "eval-only on a good checkpoint" 0 "test top-1" -- "$TRAIN" configs/smoke.json \
     --resume "$TMP/lenet/last.safetensors" --eval-only
 
+# infer --compare: the fp32 checkpoint (run by the train binary) beside its int8 model, same data.
+FM=/usr/share/datasets/fashion-mnist
+expect "quantize the smoke checkpoint" 0 "RESULT" -- "$QUANTIZE" configs/smoke.json \
+    quant.init_checkpoint="$TMP/lenet/last.safetensors" out_dir="$TMP/ptq" --skip-fp32
+expect "infer --compare" 0 "int8 / fp32 speed" -- env QF_TRAIN_BINARY="$TRAIN" "$INFER" "$TMP/ptq/model.int8.safetensors" \
+    --data $FM/t10k-images-idx3-ubyte.gz --batch 100 --compare "$TMP/lenet/last.safetensors"
+out=$(env QF_TRAIN_BINARY="$TRAIN" "$INFER" "$TMP/ptq/model.int8.safetensors" --data $FM/t10k-images-idx3-ubyte.gz \
+    --batch 100 --compare "$TMP/lenet/last.safetensors" 2>&1)
+if [[ $(grep -c "fp32: 10000 images\|(10000 images)" <<< "$out") -eq 2 && $(grep -E '^(fp32|int8) +[0-9]' <<< "$out" | wc -l) -eq 2 ]]; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1)); echo "FAIL infer --compare table:"; echo "$out"
+fi
+expect "infer --compare needs --data" 2 "--compare needs --data" -- "$INFER" "$TMP/ptq/model.int8.safetensors" \
+    --image x.png --compare "$TMP/lenet/last.safetensors"
+expect "infer --compare of a non-checkpoint" 1 "no 'config'" -- env QF_TRAIN_BINARY="$TRAIN" "$INFER" \
+    "$TMP/ptq/model.int8.safetensors" --data $FM/t10k-images-idx3-ubyte.gz --compare "$TMP/ptq/model.int8.safetensors"
+
 # The ImageNet-style case: Fashion-MNIST written out as PNG class folders,
 # trained from the folders with decoding on worker threads.
-FM=/usr/share/datasets/fashion-mnist
 expect "idx_to_png" 0 "" -- "$IDX_TO_PNG" $FM/train-images-idx3-ubyte.gz $FM/train-labels-idx1-ubyte.gz "$TMP/png/train" --limit 300
 expect "idx_to_png refuses a non-empty folder" 1 "not empty" -- "$IDX_TO_PNG" $FM/train-images-idx3-ubyte.gz $FM/train-labels-idx1-ubyte.gz "$TMP/png/train" --limit 10
 expect "train on PNG folders" 0 "test top-1" -- "$TRAIN" configs/lenet_png.json data.train_dir="$TMP/png/train" \
