@@ -72,6 +72,21 @@ TEST_CASE("PTQ per channel: int8 within 2 points of fp32, and the written file s
     CHECK(again.top5 == r.int8.top5);
 }
 
+TEST_CASE("PTQ calibrate_only: the calibrated fake-quant model, nothing frozen or written") {
+    Config cfg = ptq_config("runs/test_ptq_calibrate_only");
+    std::ostringstream log;
+    PtqResult r = run_ptq(cfg, {.evaluate_fp32 = false, .log = &log, .calibrate_only = true});
+    REQUIRE(r.qat_model);
+    CHECK(!r.qat_model->training());
+    CHECK(r.int8.images == 0);
+    CHECK(r.int8_model.empty());
+    CHECK(!std::filesystem::exists("runs/test_ptq_calibrate_only/model.int8.safetensors"));
+    CHECK(log.str().find("calibration:") != std::string::npos);
+    // its points are calibrated: the fake-quant model runs and scores
+    Datasets data = make_datasets(cfg);
+    CHECK(evaluate_model(*r.qat_model, *data.test, cfg.train.eval_batch_size, cfg.data.workers).top1 > 50.0);
+}
+
 TEST_CASE("PTQ with asymmetric per-tensor weights, analytic bias correction") {
     Config cfg = ptq_config("runs/test_ptq_pt", {"quant.weight_symmetric=false", "quant.weight_per_channel=false",
                                                 "ptq.bias_correction=analytic"});
