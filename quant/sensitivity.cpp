@@ -6,6 +6,8 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <tuple>
+#include <utility>
 
 namespace qf::quant {
 
@@ -144,6 +146,11 @@ Score score(nn::Module& model, std::span<const LabeledBatch> batches, std::vecto
     return s;
 }
 
+// What a per-tensor point represents: [(qmin - z) s, (qmax - z) s].
+std::pair<float, float> representable(const QuantParams& p, const QuantScheme& sc) {
+    return {float(sc.qmin() - p.zero_points[0]) * p.scales[0], float(sc.qmax() - p.zero_points[0]) * p.scales[0]};
+}
+
 struct PointStats {
     SignalError local, accum;
     int64_t clipped = 0;
@@ -223,8 +230,8 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
             // would flag every white pixel that sits exactly at the
             // calibrated maximum.)
             const float half = 0.5f * params[i].scales[0];
-            const float lo = float(sc.qmin() - params[i].zero_points[0]) * params[i].scales[0] - half;
-            const float hi = float(sc.qmax() - params[i].zero_points[0]) * params[i].scales[0] + half;
+            const float lo = representable(params[i], sc).first - half;
+            const float hi = representable(params[i], sc).second + half;
             for (int64_t j = 0; j < x.numel(); j++) {
                 const float v = x.data()[j];
                 s.clipped += v < lo || v > hi;
@@ -244,8 +251,7 @@ SensitivityReport measure_sensitivity(nn::Module& qat_model, std::span<const Lab
         l.kind = rows[i].kind;
         l.values = s.local.values;
         const QuantScheme& sc = rows[i].point->scheme();
-        l.range_lo = float(sc.qmin() - params[i].zero_points[0]) * params[i].scales[0];
-        l.range_hi = float(sc.qmax() - params[i].zero_points[0]) * params[i].scales[0];
+        std::tie(l.range_lo, l.range_hi) = representable(params[i], sc);
         l.fp32_min = s.local.values ? s.lo : 0;
         l.fp32_max = s.local.values ? s.hi : 0;
         l.local_sqnr_db = s.local.values ? s.local.sqnr_db() : kNaN;
