@@ -99,7 +99,7 @@ double expected_relu(double mean, double stddev) {
 }  // namespace
 
 std::vector<float> quantized_weight(const FoldedConv& layer, const QuantizeWeights& quantize) {
-    std::vector<float> q = quantize(layer.weight);
+    std::vector<float> q = quantize(layer.name, layer.weight);
     if ((int64_t)q.size() != layer.weight.numel())
         throw std::invalid_argument("bias correction: the weight quantizer returned " + std::to_string(q.size()) +
                                     " values for layer '" + layer.name + "', whose weight " +

@@ -24,8 +24,9 @@
 // pool in between) are skipped and listed.
 //
 // Both take the weight quantizer as a callback so that they work with any
-// scheme: `quantize(weight)` returns the quantize-dequantized weight values
-// (weight.numel() of them). The model's weights stay in float; only the
+// scheme: `quantize(layer_name, weight)` returns the quantize-dequantized
+// weight values (weight.numel() of them); the name lets the scheme differ per
+// layer (mixed precision). The model's weights stay in float; only the
 // biases change. Linear layers are not corrected. No autograd is recorded.
 #pragma once
 #include <functional>
@@ -36,7 +37,7 @@
 
 namespace qf::quant {
 
-using QuantizeWeights = std::function<std::vector<float>(const Tensor& weight)>;
+using QuantizeWeights = std::function<std::vector<float>(const std::string& layer, const Tensor& weight)>;
 
 struct BiasCorrectionResult {
     // Per layer (index-aligned with the layers): what was added to each
@@ -78,7 +79,7 @@ private:
     std::vector<std::vector<float>> float_weights_;
 };
 
-// quantize(layer.weight), checked to hold one value per weight; throws
+// quantize(layer.name, layer.weight), checked to hold one value per weight; throws
 // std::invalid_argument naming the layer otherwise.
 std::vector<float> quantized_weight(const FoldedConv& layer, const QuantizeWeights& quantize);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
 
 namespace qf::quant {
 
@@ -22,11 +23,33 @@ const char* to_string(LearnedRanges r) {
     return "?";
 }
 
+QuantScheme QatOptions::weight_scheme(const std::string& layer) const {
+    QuantScheme s = weight;
+    if (auto it = weight_bits_per_layer.find(layer); it != weight_bits_per_layer.end()) s.bits = it->second;
+    return s;
+}
+
+QuantScheme QatOptions::activation_scheme(const std::string& point) const {
+    QuantScheme s = activation;
+    if (auto it = activation_bits_per_point.find(point); it != activation_bits_per_point.end()) s.bits = it->second;
+    return s;
+}
+
 void QatOptions::validate() const {
     weight.validate("quant.weight");
     activation.validate("quant.activation");
     check_int8_compatible(weight, TensorRole::weight, "quant.weight");
     check_int8_compatible(activation, TensorRole::activation, "quant.activation");
+    for (const auto& [layer, bits] : weight_bits_per_layer) {
+        const std::string what = "quant.weight_bits_per_layer '" + layer + "'";
+        weight_scheme(layer).validate(what);
+        check_int8_compatible(weight_scheme(layer), TensorRole::weight, what);
+    }
+    for (const auto& [point, bits] : activation_bits_per_point) {
+        const std::string what = "quant.activation_bits_per_point '" + point + "'";
+        activation_scheme(point).validate(what);
+        check_int8_compatible(activation_scheme(point), TensorRole::activation, what);
+    }
     if (learned == LearnedRanges::pact && activation.symmetric)
         throw QuantError("quant.learned_ranges pact: PACT maps [0, alpha] onto the whole range, "
                          "so the activation scheme must be asymmetric");
@@ -35,7 +58,7 @@ void QatOptions::validate() const {
 // ---- activations ------------------------------------------------------------
 
 ActivationQuant::ActivationQuant(std::string name, const QatOptions& o, bool non_negative)
-    : name_(std::move(name)), scheme_(o.activation) {
+    : name_(std::move(name)), scheme_(o.activation_scheme(name_)) {
     // PACT clips at 0, so it only fits outputs that are non-negative anyway.
     learned_ = (o.learned == LearnedRanges::pact && !non_negative) ? LearnedRanges::none : o.learned;
     observer_ = make_observer(o.observer, name_, scheme_, o.observer_options);
@@ -98,8 +121,8 @@ QuantParams ActivationQuant::qparams() const {
 
 // ---- weights ----------------------------------------------------------------
 
-WeightQuant::WeightQuant(std::string name, const QatOptions& o)
-    : name_(std::move(name)), scheme_(o.weight), lsq_(o.learned == LearnedRanges::lsq) {}
+WeightQuant::WeightQuant(std::string layer, const QatOptions& o)
+    : name_(layer + ".weight"), scheme_(o.weight_scheme(layer)), lsq_(o.learned == LearnedRanges::lsq) {}
 
 QuantParams WeightQuant::qparams(const Tensor& w) const {
     if (lsq_ && scale_.defined() && scale_.data()[0] > 0.0f) {
@@ -130,7 +153,7 @@ Tensor WeightQuant::apply(const Tensor& w) {
 // ---- conv + BN --------------------------------------------------------------
 
 QatConvBnAct::QatConvBnAct(const nn::ConvBnAct& fp32, const std::string& name, const QatOptions& o)
-    : nn::ConvBnAct(fp32.conv, fp32.bn, fp32.act), weight_quant(name + ".weight", o) {
+    : nn::ConvBnAct(fp32.conv, fp32.bn, fp32.act), weight_quant(name, o) {
     out_quant = register_module("out_quant", std::make_shared<ActivationQuant>(
                                                  name + ".out", o, act != nn::Act::None));
     if (o.learned == LearnedRanges::lsq)
@@ -189,7 +212,7 @@ Tensor QatConvBnAct::forward_batch_statistics(const Tensor& x) {
 
 QatLinear::QatLinear(const nn::Linear& fp32, const std::string& name, const QatOptions& o)
     : in_features(fp32.in_features), out_features(fp32.out_features), act(fp32.act),
-      weight_quant(name + ".weight", o) {
+      weight_quant(name, o) {
     weight = register_parameter("weight", fp32.weight);
     if (fp32.bias.defined()) bias = register_parameter("bias", fp32.bias, false);
     out_quant = register_module("out_quant", std::make_shared<ActivationQuant>(
@@ -275,6 +298,32 @@ std::shared_ptr<nn::Module> convert(const std::shared_ptr<nn::Module>& m, const 
     }
     throw QuantError("prepare_qat: no QAT rule for module '" + name + "' of kind " + m->kind());
 }
+// Every name of the per-layer bit widths must be a layer (weights) or a
+// quantization point (activations) of the model: a typo would otherwise
+// quietly leave that layer at the default width.
+void check_per_layer_names(nn::Module& model, const QatOptions& o) {
+    std::set<std::string> layers, points;
+    std::function<void(nn::Module&)> walk = [&](nn::Module& m) {
+        if (auto* c = dynamic_cast<QatConvBnAct*>(&m)) layers.insert(c->weight_quant.layer());
+        if (auto* l = dynamic_cast<QatLinear*>(&m)) layers.insert(l->weight_quant.layer());
+        if (auto* a = dynamic_cast<ActivationQuant*>(&m)) points.insert(a->name());
+        for (const auto& [name, child] : m.children()) walk(*child);
+    };
+    walk(model);
+    auto join = [](const std::set<std::string>& names) {
+        std::string s;
+        for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+        return s;
+    };
+    for (const auto& [layer, bits] : o.weight_bits_per_layer)
+        if (!layers.count(layer))
+            throw QuantError("quant.weight_bits_per_layer: the model has no layer '" + layer + "'; its layers: " +
+                             join(layers));
+    for (const auto& [point, bits] : o.activation_bits_per_point)
+        if (!points.count(point))
+            throw QuantError("quant.activation_bits_per_point: the model has no quantization point '" + point +
+                             "'; its points: " + join(points));
+}
 }  // namespace
 
 std::shared_ptr<nn::Sequential> prepare_qat(const std::shared_ptr<nn::Sequential>& fp32,
@@ -286,6 +335,7 @@ std::shared_ptr<nn::Sequential> prepare_qat(const std::shared_ptr<nn::Sequential
     const ActivationQuant* in = input.get();
     for (const auto& [name, child] : fp32->children()) q->add(name, convert(child, name, options, in));
     q->train(fp32->training());
+    check_per_layer_names(*q, options);
     return q;
 }
 

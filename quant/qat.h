@@ -27,6 +27,7 @@
 //   QatSchedule schedule{.freeze_bn_after = 234, .freeze_ranges_after = 351};
 //   for (step...) { schedule.apply(*qat, step); loss = ...(qat->forward(x)); ... }
 #pragma once
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -48,7 +49,13 @@ struct QatOptions {
     // lsq: scales of weights and activations are parameters; pact: the
     // clipping level of ReLU outputs is (other activations keep observers).
     LearnedRanges learned = LearnedRanges::none;
-    // Weights per layer that keep float (name -> bits overrides come later).
+    // Mixed precision: the bits of the weights of named layers ("1.conv1" ->
+    // 4) and of named activation points ("1.conv1.out" -> 6; "input" is the
+    // model input), overriding weight.bits / activation.bits there.
+    // prepare_qat refuses a name the model does not have, listing those it has.
+    std::map<std::string, int> weight_bits_per_layer, activation_bits_per_point;
+    QuantScheme weight_scheme(const std::string& layer) const;
+    QuantScheme activation_scheme(const std::string& point) const;
     void validate() const;
 };
 
@@ -92,11 +99,13 @@ private:
 // min/max, or a learned LSQ scale (initialized from them on first use).
 class WeightQuant {
 public:
-    WeightQuant(std::string name, const QatOptions& options);
+    // The quantizer of layer `layer`'s weights, named "<layer>.weight".
+    WeightQuant(std::string layer, const QatOptions& options);
     Tensor apply(const Tensor& w);
     QuantParams qparams(const Tensor& w) const;  // what apply used / freeze uses
     const QuantScheme& scheme() const { return scheme_; }
     const std::string& name() const { return name_; }
+    std::string layer() const { return name_.substr(0, name_.size() - std::string(".weight").size()); }
     // false: apply() returns the weight unchanged and the owning layer adds
     // its bias in float (the layer's weights stay float). A diagnostic switch
     // for the sensitivity report (quant/sensitivity.h); freeze ignores it.

@@ -303,6 +303,12 @@ const std::vector<ConfigKey>& config_keys() {
                 "QAT: use BN running statistics (folded) from this step of the run on; -1 = never"),
         integer("quant.freeze_ranges_after_steps", FIELD(quant.freeze_ranges_after_steps), -1, kNoLimit,
                 "QAT: stop updating activation ranges from this step on; -1 = never"),
+        string("quant.weight_bits_per_layer", FIELD(quant.weight_bits_per_layer),
+               "mixed precision: \"LAYER:BITS,...\" overrides quant.weight_bits for named layers (\"1.conv1:4,11:6\"); "
+               "names as in the checkpoint; empty = none"),
+        string("quant.activation_bits_per_point", FIELD(quant.activation_bits_per_point),
+               "mixed precision: \"POINT:BITS,...\" overrides quant.activation_bits at named quantization points "
+               "(\"input\", \"1.conv1.out\", \"1.out\" for a block's output); empty = none"),
 
         integer("ptq.calibration_batches", FIELD(ptq.calibration_batches), 1, 100000, "training batches the observers see"),
         boolean("ptq.equalize", FIELD(ptq.equalize), "cross-layer equalization of conv pairs before quantizing"),
@@ -487,8 +493,27 @@ void apply_override(Config& cfg, const std::string& override_text) {
     }
 }
 
+std::map<std::string, int> parse_bits_per_name(const std::string& text, const std::string& key) {
+    std::map<std::string, int> bits;
+    std::stringstream entries(text);
+    for (std::string entry; std::getline(entries, entry, ',');) {
+        const size_t colon = entry.rfind(':');
+        const std::string name = colon == std::string::npos ? "" : entry.substr(0, colon);
+        const std::string value = colon == std::string::npos ? "" : entry.substr(colon + 1);
+        const bool digits = !value.empty() && value.size() <= 2 &&
+                            std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
+        if (name.empty() || !digits || std::stoi(value) < 2 || std::stoi(value) > 8)
+            throw ConfigError("'" + key + "': entry '" + entry + "' is not NAME:BITS with BITS in [2, 8] (e.g. \"1.conv1:4\")");
+        if (!bits.emplace(name, std::stoi(value)).second)
+            throw ConfigError("'" + key + "': '" + name + "' appears twice");
+    }
+    return bits;
+}
+
 void check_config(const Config& cfg, const std::string& source) {
     auto fail = [&](const std::string& what) { throw ConfigError(source + ": " + what); };
+    parse_bits_per_name(cfg.quant.weight_bits_per_layer, "quant.weight_bits_per_layer");
+    parse_bits_per_name(cfg.quant.activation_bits_per_point, "quant.activation_bits_per_point");
     const DataConfig& d = cfg.data;
     if (d.channels != cfg.model.in_channels)
         fail("'data.channels' is " + std::to_string(d.channels) + " but 'model.in_channels' is " +

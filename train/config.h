@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -125,9 +126,16 @@ struct QuantConfig {
     std::string learned_ranges = "none";      // none | lsq | pact
     int64_t freeze_bn_after_steps = -1;       // steps of this run; -1 = never
     int64_t freeze_ranges_after_steps = -1;
+    // Mixed precision, "NAME:BITS,NAME:BITS": weights of named layers
+    // ("1.conv1:4"), activations of named quantization points ("1.conv1.out:6").
+    std::string weight_bits_per_layer, activation_bits_per_point;
 
     bool operator==(const QuantConfig&) const = default;
 };
+
+// "NAME:BITS,NAME:BITS" (quant.*_bits_per_*) as a map; throws ConfigError
+// naming `key` and the entry for bad syntax or bits outside [2, 8].
+std::map<std::string, int> parse_bits_per_name(const std::string& text, const std::string& key);
 
 // Post-training quantization of quant.init_checkpoint (the `quantize` tool).
 struct PtqConfig {

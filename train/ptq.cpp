@@ -60,11 +60,12 @@ std::vector<Tensor> calibration_batches(const data::Dataset& train, const Config
     return batches;
 }
 
-// Quantize-dequantize a weight with `scheme` from its own min/max, exactly as
-// the QAT model's WeightQuant (and so freeze) will.
-quant::QuantizeWeights weight_quantizer(const quant::QuantScheme& scheme) {
-    return [scheme](const Tensor& w) {
+// Quantize-dequantize a layer's weight with its scheme from its own min/max,
+// exactly as the QAT model's WeightQuant (and so freeze) will.
+quant::QuantizeWeights weight_quantizer(const quant::QatOptions& options) {
+    return [options](const std::string& layer, const Tensor& w) {
         NoGrad ng;
+        const quant::QuantScheme scheme = options.weight_scheme(layer);
         quant::MinMaxObserver obs("weight", scheme);
         obs.observe(w);
         Tensor q = quant::fake_quantize(w, obs.qparams(), scheme, "weight");
@@ -95,6 +96,10 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
     load_checkpoint(cfg.quant.init_checkpoint, cfg.model.arch, *model, nullptr);
     log << "ptq: " << cfg.model.arch << " from " << cfg.quant.init_checkpoint << "; weights "
         << quant::to_string(qopts.weight) << ", activations " << quant::to_string(qopts.activation) << "\n";
+    for (const auto& [layer, bits] : qopts.weight_bits_per_layer)
+        log << "ptq: weights of '" << layer << "': " << bits << " bits\n";
+    for (const auto& [point, bits] : qopts.activation_bits_per_point)
+        log << "ptq: activations at '" << point << "': " << bits << " bits\n";
     model->eval();
     if (options.evaluate_fp32) {
         r.fp32 = evaluate_model(*model, *data.test, cfg.train.eval_batch_size, cfg.data.workers);
@@ -120,7 +125,7 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
 
     // 4. Bias correction with the weight scheme.
     if (cfg.ptq.bias_correction != "none") {
-        const quant::QuantizeWeights quantize = weight_quantizer(qopts.weight);
+        const quant::QuantizeWeights quantize = weight_quantizer(qopts);
         const quant::BiasCorrectionResult bc =
             cfg.ptq.bias_correction == "empirical"
                 ? quant::empirical_bias_correction(*model, layers, quantize, batches)
@@ -136,7 +141,12 @@ PtqResult run_ptq(const Config& cfg, const PtqOptions& options) {
     }
 
     // 5. Calibration of the activation ranges on the fake-quant model.
-    std::shared_ptr<nn::Sequential> qat = quant::prepare_qat(model, qopts);
+    std::shared_ptr<nn::Sequential> qat;
+    try {
+        qat = quant::prepare_qat(model, qopts);
+    } catch (const quant::QuantError& e) {
+        throw ConfigError(std::string("quant: ") + e.what());
+    }
     qat->train();
     quant::QatSchedule{.freeze_bn_after = 0}.apply(*qat, 0);
     int64_t images = 0;

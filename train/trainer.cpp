@@ -59,6 +59,8 @@ quant::QatOptions qat_options(const QuantConfig& q) {
     o.activation = {.bits = q.activation_bits, .symmetric = q.activation_symmetric};
     o.observer = quant::parse_observer_kind(q.observer);
     o.learned = quant::parse_learned_ranges(q.learned_ranges);
+    o.weight_bits_per_layer = parse_bits_per_name(q.weight_bits_per_layer, "quant.weight_bits_per_layer");
+    o.activation_bits_per_point = parse_bits_per_name(q.activation_bits_per_point, "quant.activation_bits_per_point");
     return o;
 }
 
@@ -122,7 +124,11 @@ Trainer::Trainer(Config cfg) : cfg_(std::move(cfg)) {
         // Rank 0 reads it; run() copies rank 0's state to the others.
         if (!cfg_.quant.init_checkpoint.empty() && dist::is_root())
             load_checkpoint(cfg_.quant.init_checkpoint, cfg_.model.arch, *model_, nullptr);
-        model_ = quant::prepare_qat(model_, qat_options(cfg_.quant));
+        try {
+            model_ = quant::prepare_qat(model_, qat_options(cfg_.quant));
+        } catch (const quant::QuantError& e) {
+            throw ConfigError(std::string("quant: ") + e.what());
+        }
         qat_schedule_ = {cfg_.quant.freeze_bn_after_steps, cfg_.quant.freeze_ranges_after_steps};
     }
     optimizer_ = make_optimizer(cfg_.optimizer, model_->parameters());

@@ -85,7 +85,7 @@ void set_batch_norms_from_data(nn::Module& m, const Tensor& x) {
 
 // Symmetric per-output-channel rounding to `bits`, as the tests' weight quantizer.
 QuantizeWeights per_channel_symmetric(int bits) {
-    return [bits](const Tensor& w) {
+    return [bits](const std::string&, const Tensor& w) {
         const int64_t OC = w.dim(0), per = w.numel() / OC;
         const float qmax = (float)((1 << (bits - 1)) - 1);
         std::vector<float> q(w.numel());
@@ -102,7 +102,7 @@ QuantizeWeights per_channel_symmetric(int bits) {
 
 // Symmetric per-tensor rounding to `bits`: the scheme equalization helps.
 QuantizeWeights per_tensor_symmetric(int bits) {
-    return [bits](const Tensor& w) {
+    return [bits](const std::string&, const Tensor& w) {
         const float qmax = (float)((1 << (bits - 1)) - 1);
         float range = 0.0f;
         for (float v : w.values()) range = std::max(range, std::fabs(v));
@@ -380,7 +380,7 @@ TEST_CASE("analytic bias correction agrees with the empirical one where BN match
 TEST_CASE("bias correction: clear errors") {
     auto m = model("resnet20");
     auto layers = fold_batch_norms(*m);
-    const QuantizeWeights wrong_size = [](const Tensor& w) { return std::vector<float>(3); };
+    const QuantizeWeights wrong_size = [](const std::string&, const Tensor&) { return std::vector<float>(3); };
     CHECK_THROWS_WITH_AS(analytic_bias_correction(layers, wrong_size), doctest::Contains("'1.conv1'"),
                          std::invalid_argument);
     CHECK_THROWS_WITH_AS(empirical_bias_correction(*m, layers, per_channel_symmetric(8), {}),

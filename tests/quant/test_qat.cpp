@@ -109,3 +109,63 @@ TEST_CASE("an activation point that saw no data says so by name") {
     NoGrad ng;
     CHECK_THROWS_WITH_AS(qat->forward(batch(2, 1)), doctest::Contains("input"), QuantError);
 }
+
+TEST_CASE("mixed precision: named layers and points get their own bit widths, unknown names are refused") {
+    auto fp32 = nn::build_model({"resnet20", 10, 1, 28}, 0);
+    warm_up(*fp32);
+    QatOptions o;
+    o.weight_bits_per_layer = {{"1.conv1", 3}};
+    o.activation_bits_per_point = {{"1.conv1.out", 4}, {"input", 6}};
+    auto qat = prepare_qat(fp32, o);
+    qat->train();
+    {
+        NoGrad ng;
+        QatSchedule{.freeze_bn_after = 0}.apply(*qat, 0);
+        for (int i = 0; i < 2; i++) qat->forward(batch(8, 5));
+    }
+    qat->eval();
+    int seen = 0;
+    visit_qat(*qat, {.conv = [&](QatConvBnAct& c) {
+                         const int bits = c.weight_quant.layer() == "1.conv1" ? 3 : 8;
+                         CHECK(c.weight_quant.scheme().bits == bits);
+                         if (bits == 3) {  // at most 2^3 levels per output channel
+                             NoGrad ng;
+                             Tensor w = c.weight_quant.apply(c.fold().weight);
+                             const int64_t per = w.numel() / w.dim(0);
+                             std::set<float> levels(w.data(), w.data() + per);
+                             CHECK(levels.size() <= 8);
+                             CHECK(levels.size() >= 4);
+                             seen++;
+                         }
+                     },
+                     .activation = [&](ActivationQuant& a) {
+                         const int bits = a.name() == "1.conv1.out" ? 4 : a.name() == "input" ? 6 : 8;
+                         CHECK(a.scheme().bits == bits);
+                         seen += bits != 8;
+                     }});
+    CHECK(seen == 3);
+    // The 4-bit point's outputs take at most 16 values.
+    {
+        NoGrad ng;
+        visit_qat(*qat, {.conv = {}, .activation = [](ActivationQuant& a) { a.keep_output = a.name() == "1.conv1.out"; }});
+        qat->forward(batch(4, 6));
+        visit_qat(*qat, {.conv = {}, .activation = [](ActivationQuant& a) {
+                             if (a.name() != "1.conv1.out") return;
+                             std::set<float> values(a.last_output.data(), a.last_output.data() + a.last_output.numel());
+                             CHECK(values.size() <= 16);
+                             CHECK(values.size() >= 4);
+                         }});
+    }
+
+    QatOptions typo;
+    typo.weight_bits_per_layer = {{"1.conv9", 4}};
+    CHECK_THROWS_WITH_AS(prepare_qat(nn::build_model({"resnet20", 10, 1, 28}, 0), typo),
+                         doctest::Contains("no layer '1.conv9'"), QuantError);
+    QatOptions typo_point;
+    typo_point.activation_bits_per_point = {{"1.conv1", 4}};  // the layer, not its point "1.conv1.out"
+    CHECK_THROWS_WITH_AS(prepare_qat(nn::build_model({"resnet20", 10, 1, 28}, 0), typo_point),
+                         doctest::Contains("1.conv1.out"), QuantError);
+    QatOptions one_bit;
+    one_bit.weight_bits_per_layer = {{"1.conv1", 1}};
+    CHECK_THROWS_AS(prepare_qat(nn::build_model({"resnet20", 10, 1, 28}, 0), one_bit), QuantError);
+}

@@ -170,6 +170,18 @@ TEST_CASE("config: command-line overrides are validated like the file") {
     CHECK_THROWS_WITH_AS(parse("{}", {"data.channels=3"}), doctest::Contains("with its overrides"), ConfigError);
 }
 
+TEST_CASE("config: per-layer bit widths parse, and bad entries name the key") {
+    Config c = parse("{}", {"quant.weight_bits_per_layer=1.conv1:4,11:6", "quant.activation_bits_per_point=input:7"});
+    const auto w = parse_bits_per_name(c.quant.weight_bits_per_layer, "quant.weight_bits_per_layer");
+    CHECK(w == std::map<std::string, int>{{"1.conv1", 4}, {"11", 6}});
+    CHECK(parse_bits_per_name("", "k").empty());
+    for (const char* bad : {"1.conv1", "1.conv1:9", "1.conv1:1", ":4", "1.conv1:x", "a:4,a:5"}) {
+        CAPTURE(bad);
+        CHECK_THROWS_WITH_AS(parse("{}", {std::string("quant.weight_bits_per_layer=") + bad}),
+                             doctest::Contains("quant.weight_bits_per_layer"), ConfigError);
+    }
+}
+
 TEST_CASE("config: the resolved config round-trips through JSON and a file") {
     Config c = parse(R"({"model": {"arch": "mbv2"}, "schedule": {"milestones": [1, 2]}})", {"seed=42"});
     nlohmann::json j = config_to_json(c);
