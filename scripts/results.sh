@@ -159,13 +159,17 @@ for arch in $models; do
         fi
         acc[$arch,$name]=$(result_field "$dir/quantize.log" int8_top1)
     done
-    qat_dir=runs/${arch}_qat
-    if q=$(qat_top1 "$qat_dir") && [[ -n $q ]]; then
-        acc[$arch,qat]=$(printf '%.2f' "$q")
-        acc[$arch,qat_src]=$qat_dir/last.safetensors
-    else
-        acc[$arch,qat]="not run"
-    fi
+    # QAT: DESIGN.md's comparison recipe, qforge's cosine recipe, 4-bit-weight LSQ.
+    for qat in qat qat_cosine qat_lsq4; do
+        qat_dir=runs/${arch}_$qat
+        echo "== $arch $qat ($qat_dir)"
+        if q=$(qat_top1 "$qat_dir") && [[ -n $q ]]; then
+            acc[$arch,$qat]=$(printf '%.2f' "$q")
+        else
+            acc[$arch,$qat]="not run"
+        fi
+        echo "   top-1 ${acc[$arch,$qat]}"
+    done
     for engine in onednn qnnpack; do
         if [[ $have_torch == 1 ]]; then
             echo "== $arch PyTorch PTQ ($engine)"
@@ -206,19 +210,21 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "CLE: conv→ReLU/ReLU6(→max pool)→conv pairs, depthwise included (ReLU6 clip kept at 6·s);"
     echo "bias correction: empirical, on the calibration batches."
     echo
-    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit | PyTorch 1.13 QAT |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit (DESIGN recipe) | PyTorch 1.13 QAT (DESIGN recipe, onednn) | QAT 8-bit (qforge cosine recipe) | QAT 4-bit weights, LSQ |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    declare -A torch_qat=([lenet]=90.87 [resnet20]=90.02 [mbv2]=88.32)
     for arch in $models; do
-        echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(cell "$arch" asym_pt) | $(cell "$arch" asym_pt_cle_bc) | $(cell "$arch" sym_pc) | $(cell "$arch" sym_pc_cle_bc) | ${acc[$arch,qat]} | not measured |"
+        echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(cell "$arch" asym_pt) | $(cell "$arch" asym_pt_cle_bc) | $(cell "$arch" sym_pc) | $(cell "$arch" sym_pc_cle_bc) | ${acc[$arch,qat]} | ${torch_qat[$arch]:-–} | ${acc[$arch,qat_cosine]} | ${acc[$arch,qat_lsq4]} |"
     done
     echo
-    qat_sources=""
-    for arch in $models; do
-        if [[ -n ${acc[$arch,qat_src]:-} ]]; then qat_sources+=" $arch: ${acc[$arch,qat_src]};"; fi
-    done
-    echo "QAT: the DESIGN recipe's run (configs/<arch>_qat.json), its last checkpoint evaluated now on"
-    qat_sources=${qat_sources# }
-    echo "the frozen int8 graph by the train binary${qat_sources:+ (${qat_sources%;})}; \"not run\" when there is none."
+    echo "QAT: the last checkpoint of runs/<arch>_qat (configs/<arch>_qat.json: DESIGN.md's comparison"
+    echo "recipe, 1 epoch at lr 0.005 constant, BN frozen at 50%, ranges at 75%), runs/<arch>_qat_cosine"
+    echo "(configs/<arch>_qat_cosine.json: lr 5e-4 cosine) and runs/<arch>_qat_lsq4"
+    echo "(configs/<arch>_qat_lsq4.json: 4-bit symmetric per-channel weights and 8-bit activations with"
+    echo "LSQ/LSQ+ learned step sizes, lr 0.002 cosine), each evaluated now on the frozen int8 graph by"
+    echo "the train binary; \"not run\" when the run is missing. PyTorch QAT: DESIGN.md's figures (PyTorch"
+    echo "1.13, onednn, same recipe, measured once on this machine), not rerun by this script; PyTorch has"
+    echo "no int8 kernels for 4-bit weights."
     echo "PyTorch PTQ: PyTorch 1.13 (Debian's python3-torch; this build has the onednn and qnnpack"
     echo "engines, no fbgemm) quantizing the same fp32 checkpoint with FX post-training static"
     echo "quantization and the engine's default qconfig (onednn: symmetric per-channel weights;"
