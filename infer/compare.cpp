@@ -56,7 +56,7 @@ Fp32Evaluation evaluate_fp32_checkpoint(const CompareRequest& r) {
     const safetensors::File checkpoint = safetensors::read(r.checkpoint);
     if (!checkpoint.metadata.count("config"))
         throw std::runtime_error(r.checkpoint + ": no 'config' in its metadata: not a checkpoint written by train");
-    if (checkpoint.metadata.count("arch") && checkpoint.has("input_quant.range"))
+    if (checkpoint.has("model.input_quant.range"))
         throw std::runtime_error(r.checkpoint + ": a QAT checkpoint; --compare takes the fp32 checkpoint the int8 "
                                  "model was quantized from");
 

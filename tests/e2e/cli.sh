@@ -60,6 +60,8 @@ expect "eval-only on a good checkpoint" 0 "test top-1" -- "$TRAIN" configs/smoke
 
 # infer --compare: the fp32 checkpoint (run by the train binary) beside its int8 model, same data.
 FM=/usr/share/datasets/fashion-mnist
+"$TRAIN" configs/smoke.json quant.enabled=true quant.init_checkpoint="$TMP/lenet/last.safetensors" \
+    out_dir="$TMP/qat" train.stop_after_steps=1 > /dev/null 2>&1
 expect "quantize the smoke checkpoint" 0 "RESULT" -- "$QUANTIZE" configs/smoke.json \
     quant.init_checkpoint="$TMP/lenet/last.safetensors" out_dir="$TMP/ptq" --skip-fp32
 expect "infer --compare" 0 "int8 / fp32 speed" -- env QF_TRAIN_BINARY="$TRAIN" "$INFER" "$TMP/ptq/model.int8.safetensors" \
@@ -73,6 +75,8 @@ else
 fi
 expect "infer --compare needs --data" 2 "--compare needs --data" -- "$INFER" "$TMP/ptq/model.int8.safetensors" \
     --image x.png --compare "$TMP/lenet/last.safetensors"
+expect "infer --compare of a QAT checkpoint" 1 "a QAT checkpoint" -- env QF_TRAIN_BINARY="$TRAIN" "$INFER" \
+    "$TMP/ptq/model.int8.safetensors" --data $FM/t10k-images-idx3-ubyte.gz --compare "$TMP/qat/last.safetensors"
 expect "infer --compare of a non-checkpoint" 1 "no 'config'" -- env QF_TRAIN_BINARY="$TRAIN" "$INFER" \
     "$TMP/ptq/model.int8.safetensors" --data $FM/t10k-images-idx3-ubyte.gz --compare "$TMP/ptq/model.int8.safetensors"
 
