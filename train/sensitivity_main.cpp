@@ -40,22 +40,15 @@ std::vector<quant::LabeledBatch> test_batches(const data::Dataset& test, int64_t
                                               int workers) {
     std::vector<quant::LabeledBatch> out;
     if (images <= 0) return out;
-    data::LoaderOptions lo;
-    lo.batch_size = batch_size;
-    lo.shuffle = false;
-    lo.train = false;
-    lo.num_workers = workers;
-    data::DataLoader loader(test, lo);
-    loader.start_epoch(0);
-    data::Batch b;
     int64_t have = 0;
-    while (have < images && loader.next(b)) {
+    for_each_batch_in_order(test, batch_size, workers, [&](data::Batch& b) {
         const int64_t n = std::min<int64_t>(b.n, images - have);
         b.images.resize(size_t(n * b.c * b.h * b.w));
         b.labels.resize(size_t(n));
         out.push_back({Tensor::from({n, b.c, b.h, b.w}, std::move(b.images)), std::move(b.labels)});
         have += n;
-    }
+        return have < images;
+    });
     return out;
 }
 

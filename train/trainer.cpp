@@ -64,10 +64,8 @@ quant::QatOptions qat_options(const QuantConfig& q) {
     return o;
 }
 
-namespace {
-// Runs `logits_of` over the whole dataset in order and scores it.
-EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int workers,
-                         const std::function<Tensor(data::Batch&)>& logits_of) {
+void for_each_batch_in_order(const data::Dataset& dataset, int64_t batch_size, int workers,
+                             const std::function<bool(data::Batch&)>& fn) {
     data::LoaderOptions lo;
     lo.batch_size = batch_size;
     lo.shuffle = false;
@@ -75,13 +73,21 @@ EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int w
     lo.num_workers = workers;
     data::DataLoader loader(dataset, lo);
     loader.start_epoch(0);
+    data::Batch batch;
+    while (loader.next(batch) && fn(batch)) {
+    }
+}
+
+namespace {
+// Runs `logits_of` over the whole dataset in order and scores it.
+EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int workers,
+                         const std::function<Tensor(data::Batch&)>& logits_of) {
     NoGrad no_grad;
     EvalResult r;
     int64_t top1 = 0, top5 = 0;
     double loss_sum = 0, forward_seconds = 0;
     std::vector<double> batch_seconds;
-    data::Batch batch;
-    while (loader.next(batch)) {
+    for_each_batch_in_order(dataset, batch_size, workers, [&](data::Batch& batch) {
         std::vector<int32_t> labels = batch.labels;
         const auto start = std::chrono::steady_clock::now();
         Tensor logits = logits_of(batch);
@@ -90,7 +96,8 @@ EvalResult evaluate_with(const data::Dataset& dataset, int64_t batch_size, int w
         loss_sum += cross_entropy(logits, labels).item() * (double)labels.size();
         count_correct(logits, labels, top1, top5);
         r.images += (int64_t)labels.size();
-    }
+        return true;
+    });
     if (r.images > 0) {
         r.loss = loss_sum / (double)r.images;
         r.top1 = 100.0 * (double)top1 / (double)r.images;
@@ -183,15 +190,10 @@ quant::ParityReport Trainer::parity() {
 quant::ParityReport measure_parity(nn::Sequential& qat_model, infer::Model& int8_model,
                                    const data::Dataset& dataset, int64_t batch_size, int workers) {
     quant::ParityChecker check(qat_model, int8_model);
-    data::LoaderOptions lo;
-    lo.batch_size = batch_size;
-    lo.shuffle = false;
-    lo.train = false;
-    lo.num_workers = workers;
-    data::DataLoader loader(dataset, lo);
-    loader.start_epoch(0);
-    data::Batch batch;
-    while (loader.next(batch)) check.add_batch(batch.images.data(), (int)batch.n);
+    for_each_batch_in_order(dataset, batch_size, workers, [&](data::Batch& b) {
+        check.add_batch(b.images.data(), (int)b.n);
+        return true;
+    });
     return check.report();
 }
 

@@ -103,6 +103,11 @@ EvalResult evaluate_model(nn::Module& model, const data::Dataset& dataset, int64
 EvalResult evaluate_int8(infer::Model& model, const data::Dataset& dataset, int64_t batch_size,
                          int workers);
 
+// Calls fn(batch) for the batches of `dataset` in order (no shuffling, no
+// augmentation) until the end or until fn returns false.
+void for_each_batch_in_order(const data::Dataset& dataset, int64_t batch_size, int workers,
+                             const std::function<bool(data::Batch&)>& fn);
+
 // Compares the fake-quant forward of `qat_model` with its frozen int8 graph
 // on every image of `dataset` (quant/parity.h).
 quant::ParityReport measure_parity(nn::Sequential& qat_model, infer::Model& int8_model,

@@ -9,24 +9,7 @@ QUANTIZE=$3
 INFER=$4
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-passed=0 failed=0
-
-# expect NAME EXIT_CODE TEXT -- COMMAND...: runs COMMAND, checks its exit code
-# and that TEXT appears in what it printed.
-expect() {
-    local name=$1 code=$2 text=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>&1)
-    rc=$?
-    if [[ $rc -eq $code && "$out" == *"$text"* ]]; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name: exit $rc (expected $code), output:"
-        echo "$out" | tail -5
-    fi
-}
+source "$(dirname "$0")/expect.sh"
 
 echo '{"model": {"arch": "lenet",}' > "$TMP/malformed.json"
 expect "malformed JSON" 2 "malformed.json" -- "$TRAIN" "$TMP/malformed.json"

@@ -7,23 +7,7 @@ SENS=$1
 TRAIN=$2
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-passed=0 failed=0
-
-# expect NAME EXIT_CODE TEXT -- COMMAND...: as in cli.sh.
-expect() {
-    local name=$1 code=$2 text=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>&1)
-    rc=$?
-    if [[ $rc -eq $code && "$out" == *"$text"* ]]; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name: exit $rc (expected $code), output:"
-        echo "$out" | tail -5
-    fi
-}
+source "$(dirname "$0")/expect.sh"
 
 expect "no config" 2 "config file is required" -- "$SENS"
 expect "no model" 2 "--qat-checkpoint" -- "$SENS" configs/smoke.json
