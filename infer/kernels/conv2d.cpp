@@ -12,6 +12,12 @@
 
 namespace qf::infer {
 
+// Conv::Kernel::gemm_padded_input: a GEMM row is the kernel window of one
+// output pixel, read in place from the padded int16 input as runs of
+// contiguous values: one run per kernel row (kernel_w * in_c values) when
+// groups == 1, else one per tap (the group's in_c / groups values).
+static int gemm_segments(const Conv2dParams& p) { return p.groups == 1 ? p.kernel_h : p.kernel_h * p.kernel_w; }
+
 Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias) : params_(p) {
     validate(p, weights, bias);
     if (is_depthwise3x3(p)) {
@@ -21,7 +27,7 @@ Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias
     }
     const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.pad_top == 0 && p.pad_left == 0 &&
                            p.pad_bottom == 0 && p.pad_right == 0;
-    kernel_ = pointwise ? Kernel::gemm_pointwise : Kernel::gemm_im2col;
+    kernel_ = pointwise ? Kernel::gemm_pointwise : Kernel::gemm_padded_input;
     const int out_c_per_group = p.out_c_per_group(), k = p.weights_per_out_channel();
     for (int g = 0; g < p.groups; ++g) {
         // This group's slice of the per-channel vectors (per-tensor ones stay as they are).
@@ -32,7 +38,7 @@ Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias
         const size_t first = size_t(g) * out_c_per_group;
         groups_.push_back(pack_gemm(out_c_per_group, k, weights + first * k, bias ? bias + first : nullptr,
                                     slice(p.weight_zero_points), p.input_zero_point, slice(p.multipliers),
-                                    p.output));
+                                    p.output, pointwise ? 1 : gemm_segments(p)));
     }
 }
 
@@ -53,53 +59,56 @@ static const int8_t* pointwise_row(const Conv2dParams& p, const int8_t* input, i
     return image + (size_t(oy) * p.stride_h * p.in_w + size_t(ox) * p.stride_w) * p.in_c;
 }
 
-// Sign-extends n int8 to int16.
-static void widen(const int8_t* src, int n, int16_t* dst, bool use_simd) {
-    int i = 0;
+// The input sign-extended to int16 inside its padding (the input zero
+// point): [batch][in_h + pad_top + pad_bottom][in_w + pad_left + pad_right][in_c],
+// then one 0 for the kernel's read past an odd run (qs8_gemm.h). Rows of the
+// padded image are spread over the threads of the enclosing parallel region.
+static void widen_padded(const Conv2dParams& p, int batch, const int8_t* input, int16_t* padded,
+                         bool use_simd) {
+    const int padded_h = p.in_h + p.pad_top + p.pad_bottom, padded_w = p.in_w + p.pad_left + p.pad_right;
+    const size_t line = size_t(padded_w) * p.in_c, left = size_t(p.pad_left) * p.in_c;
+    const size_t right = size_t(p.pad_right) * p.in_c, values = size_t(p.in_w) * p.in_c;
+    const int16_t zx = int16_t(p.input_zero_point);
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < int64_t(batch) * padded_h; ++row) {
+        const int b = int(row / padded_h), y = int(row % padded_h) - p.pad_top;
+        int16_t* dst = padded + size_t(row) * line;
+        if (y < 0 || y >= p.in_h) {
+            std::fill_n(dst, line, zx);
+            continue;
+        }
+        const int8_t* src = input + (size_t(b) * p.in_h + size_t(y)) * values;
+        std::fill_n(dst, left, zx);
+        dst += left;
+        size_t i = 0;
 #ifdef __AVX2__
-    if (use_simd)
-        for (; i + 16 <= n; i += 16)
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+        if (use_simd)
+            for (; i + 16 <= values; i += 16)
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                                    _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
 #endif
-    for (; i < n; ++i) dst[i] = src[i];
+        for (; i < values; ++i) dst[i] = src[i];
+        std::fill_n(dst + values, right, zx);
+    }
+#pragma omp single
+    padded[size_t(batch) * padded_h * line] = 0;
 }
 
-// The im2col row of output pixel `pixel` for group g, gathered straight into
-// int16 (the form the GEMM multiplies): kernel_h x kernel_w taps of
-// in_c_per_group values, padding as the input zero point, then a 0 if k is
-// odd (the packed weights' padding).
-static void im2col_row_widened(const Conv2dParams& p, const int8_t* input, int64_t pixel, int g, int16_t* row,
-                               bool use_simd) {
-    const int out_h = p.out_h(), out_w = p.out_w();
-    const int b = int(pixel / (int64_t(out_h) * out_w));
-    const int oy = int(pixel / out_w % out_h), ox = int(pixel % out_w);
-    const int in_c_per_group = p.in_c_per_group();
-    const int8_t* image = input + size_t(b) * p.in_h * p.in_w * p.in_c + size_t(g) * in_c_per_group;
-    const int16_t zx = int16_t(p.input_zero_point);
-    const int y0 = oy * p.stride_h - p.pad_top, x0 = ox * p.stride_w - p.pad_left;
-    int16_t* dst = row;
-    for (int ky = 0; ky < p.kernel_h; ++ky) {
-        const int iy = y0 + ky;
-        if (iy < 0 || iy >= p.in_h) {
-            dst = std::fill_n(dst, size_t(p.kernel_w) * in_c_per_group, zx);
-            continue;
-        }
-        const int8_t* line = image + size_t(iy) * p.in_w * p.in_c;
-        if (in_c_per_group == 1) {  // first layers: one value per tap
-            for (int kx = 0, ix = x0; kx < p.kernel_w; ++kx, ++ix)
-                *dst++ = ix >= 0 && ix < p.in_w ? int16_t(line[size_t(ix) * p.in_c]) : zx;
-            continue;
-        }
-        for (int kx = 0, ix = x0; kx < p.kernel_w; ++kx, ++ix, dst += in_c_per_group) {
-            if (ix >= 0 && ix < p.in_w)
-                widen(line + size_t(ix) * p.in_c, in_c_per_group, dst, use_simd);
-            else
-                std::fill_n(dst, in_c_per_group, zx);
-        }
+// Each thread's panel of kGemmTileM output pixels walks the pixels in order.
+struct PixelCursor {
+    int b, oy, ox;
+    PixelCursor(const Conv2dParams& p, int64_t pixel)
+        : b(int(pixel / (int64_t(p.out_h()) * p.out_w()))),
+          oy(int(pixel / p.out_w() % p.out_h())),
+          ox(int(pixel % p.out_w())) {}
+    void next(const Conv2dParams& p) {
+        if (++ox < p.out_w()) return;
+        ox = 0;
+        if (++oy < p.out_h()) return;
+        oy = 0;
+        ++b;
     }
-    if (p.weights_per_out_channel() % 2) *dst = 0;
-}
+};
 
 void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_simd) const {
     const Conv2dParams& p = params_;
@@ -107,13 +116,23 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
     const int64_t pixels = int64_t(batch) * p.out_h() * p.out_w();
     const int64_t panels = (pixels + kGemmTileM - 1) / kGemmTileM;
     const int k = p.weights_per_out_channel(), out_c_per_group = p.out_c_per_group();
-    const size_t row_len = 2 * size_t(groups_[0].k_pairs);
     auto panel_kernel = use_simd ? qs8_gemm_panel : qs8_gemm_panel_scalar;
-    auto widened_kernel = use_simd ? qs8_gemm_panel_widened : qs8_gemm_panel_widened_scalar;
+    auto runs_kernel = use_simd ? qs8_gemm_panel_widened : qs8_gemm_panel_widened_scalar;
     const int threads = threads_for(pixels * k * p.out_c, kMinMacsPerThread);
+
+    // The padded input lives on the calling thread between calls: one buffer
+    // for every layer, grown to the largest.
+    static thread_local std::vector<int16_t> padded_buffer;
+    const int padded_h = p.in_h + p.pad_top + p.pad_bottom, padded_w = p.in_w + p.pad_left + p.pad_right;
+    if (!pointwise) padded_buffer.resize(std::max(padded_buffer.size(), size_t(batch) * padded_h * padded_w * p.in_c + 1));
+    int16_t* padded = padded_buffer.data();  // thread_local: only this pointer is shared
+    const int segments = gemm_segments(p);
+
 #pragma omp parallel num_threads(threads)
     {
-        std::vector<int16_t> scratch(gemm_scratch_size(groups_[0]));
+        std::vector<int16_t> scratch(pointwise ? gemm_scratch_size(groups_[0]) : 0);
+        std::vector<const int16_t*> runs(pointwise ? 0 : size_t(kGemmTileM) * segments);
+        if (!pointwise) widen_padded(p, batch, input, padded, use_simd);  // ends in a barrier
 #pragma omp for schedule(static)
         for (int64_t panel = 0; panel < panels; ++panel) {
             const int64_t first = panel * kGemmTileM;
@@ -124,11 +143,18 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
                     const int8_t* rows[kGemmTileM];
                     for (int r = 0; r < count; ++r) rows[r] = pointwise_row(p, input, first + r, g);
                     panel_kernel(groups_[size_t(g)], rows, count, c, size_t(p.out_c), scratch.data());
-                } else {
-                    for (int r = 0; r < count; ++r)
-                        im2col_row_widened(p, input, first + r, g, scratch.data() + r * row_len, use_simd);
-                    widened_kernel(groups_[size_t(g)], scratch.data(), count, c, size_t(p.out_c));
+                    continue;
                 }
+                PixelCursor at(p, first);
+                for (int r = 0; r < count; ++r, at.next(p))
+                    for (int s = 0; s < segments; ++s) {
+                        const int ky = p.groups == 1 ? s : s / p.kernel_w;
+                        const int x = at.ox * p.stride_w + (p.groups == 1 ? 0 : s % p.kernel_w);
+                        const int64_t y = int64_t(at.b) * padded_h + at.oy * p.stride_h + ky;
+                        runs[r * segments + s] = padded + (size_t(y) * padded_w + size_t(x)) * p.in_c +
+                                                 (p.groups == 1 ? 0 : size_t(g) * p.in_c_per_group());
+                    }
+                runs_kernel(groups_[size_t(g)], runs.data(), count, c, size_t(p.out_c));
             }
         }
     }

@@ -4,9 +4,11 @@
 //  - depthwise 3x3 (groups == in_c == out_c): the direct kernel of qs8_dwconv3x3.h;
 //  - 1x1 without padding (any stride, any groups): the GEMM on the input's
 //    pixels as they lie in memory, no copy;
-//  - anything else: the GEMM on im2col rows, gathered kGemmTileM output
-//    pixels at a time into a per-thread buffer (padding filled with the input
-//    zero point), one GEMM per group.
+//  - anything else: the input is first sign-extended to int16 inside its
+//    padding (the input zero point), once per run; then each output pixel's
+//    GEMM row is read in place from it, as one run of values per kernel row
+//    (QNNPACK's indirect convolution, by rows instead of taps): no im2col
+//    copy. One GEMM per group.
 // run() spreads the output pixels of the whole batch over the OpenMP threads.
 #pragma once
 #include <cstdint>
@@ -31,7 +33,7 @@ public:
     const Conv2dParams& params() const { return params_; }
 
 private:
-    enum class Kernel { depthwise3x3, gemm_pointwise, gemm_im2col };
+    enum class Kernel { depthwise3x3, gemm_pointwise, gemm_padded_input };
     void run_gemm(int batch, const int8_t* input, int8_t* output, bool use_simd) const;
 
     Conv2dParams params_;

@@ -5,11 +5,15 @@ namespace qf::infer {
 
 PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
                      const std::vector<int32_t>& weight_zero_points, int32_t input_zero_point,
-                     const std::vector<QuantizedMultiplier>& multipliers, OutputRange output) {
+                     const std::vector<QuantizedMultiplier>& multipliers, OutputRange output,
+                     int segments) {
     PackedGemm g;
     g.n = n;
     g.k = k;
-    g.k_pairs = (k + 1) / 2;
+    g.segments = segments;
+    const int run = k / segments;
+    g.segment_pairs = (run + 1) / 2;
+    g.k_pairs = segments * g.segment_pairs;
     g.n_tiles = (n + kGemmTileN - 1) / kGemmTileN;
     const int padded_n = g.n_tiles * kGemmTileN;
     g.weights.assign(size_t(g.n_tiles) * g.k_pairs * kGemmTileN * 2, 0);
@@ -21,7 +25,8 @@ PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
         int32_t sum = 0;  // |sum| <= 255 k, within the bound validate() checked
         for (int i = 0; i < k; ++i) {
             const int16_t w = int16_t(row[i] - zw);
-            tile[(size_t(i / 2) * kGemmTileN + col % kGemmTileN) * 2 + i % 2] = w;
+            const int at = i / run * 2 * g.segment_pairs + i % run;  // its place in the padded runs
+            tile[(size_t(at / 2) * kGemmTileN + col % kGemmTileN) * 2 + at % 2] = w;
             sum += w;
         }
         g.bias[size_t(col)] = (bias ? bias[col] : 0) - input_zero_point * sum;
@@ -44,19 +49,23 @@ static void widen_rows(const PackedGemm& g, const int8_t* const* rows, int count
 void qs8_gemm_panel_scalar(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
                            size_t ldc, int16_t* scratch) {
     widen_rows(g, rows, count, scratch);
-    qs8_gemm_panel_widened_scalar(g, scratch, count, c, ldc);
+    const int16_t* runs[kGemmTileM];
+    for (int r = 0; r < count; ++r) runs[r] = scratch + r * 2 * size_t(g.k_pairs);
+    qs8_gemm_panel_widened_scalar(g, runs, count, c, ldc);
 }
 
-void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* rows, int count, int8_t* c, size_t ldc) {
-    const size_t row_len = 2 * size_t(g.k_pairs);
+void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
+                                   size_t ldc) {
     for (int r = 0; r < count; ++r) {
-        const int16_t* a = rows + r * row_len;
         for (int col = 0; col < g.n; ++col) {
             const int16_t* w = g.weights.data() + size_t(col / kGemmTileN) * g.k_pairs * kGemmTileN * 2 +
                                (col % kGemmTileN) * 2;
             int32_t acc = g.bias[size_t(col)];
-            for (int p = 0; p < g.k_pairs; ++p, w += kGemmTileN * 2)
-                acc += a[2 * p] * w[0] + a[2 * p + 1] * w[1];
+            for (int s = 0; s < g.segments; ++s) {
+                const int16_t* a = runs[r * g.segments + s];
+                for (int p = 0; p < g.segment_pairs; ++p, w += kGemmTileN * 2)
+                    acc += a[2 * p] * w[0] + a[2 * p + 1] * w[1];
+            }
             c[r * ldc + col] = int8_t(g.requantization.apply(acc, col));
         }
     }
@@ -71,11 +80,11 @@ void qs8_gemm_panel(const PackedGemm& g, const int8_t* const* rows, int count, i
 #endif
 }
 
-void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc) {
+void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c, size_t ldc) {
 #ifdef __AVX2__
-    qs8_gemm_panel_widened_avx2(g, a, count, c, ldc);
+    qs8_gemm_panel_widened_avx2(g, runs, count, c, ldc);
 #else
-    qs8_gemm_panel_widened_scalar(g, a, count, c, ldc);
+    qs8_gemm_panel_widened_scalar(g, runs, count, c, ldc);
 #endif
 }
 

@@ -1,5 +1,5 @@
-// The int8 GEMM with fused requantization that convolutions (via im2col or
-// directly for 1x1) and fully connected layers run on:
+// The int8 GEMM with fused requantization that convolutions (on windows of
+// their padded input, or directly for 1x1) and fully connected layers run on:
 //
 //   C[m][n] = requantize(bias[n] + sum_k (W[n][k] - zw[n]) * (A[m][k] - za))
 //
@@ -16,6 +16,11 @@
 //    leaves one per-channel constant, folded into the bias here.
 //  - The int16 weights are laid out in tiles of kGemmTileN columns, two k
 //    per 32-bit lane: [n_tiles][k_pairs][kGemmTileN][2], zero beyond n and k.
+//  - A row of A need not be contiguous: it may be `segments` runs of equal
+//    length (a convolution reads one run per kernel row straight from its
+//    padded input, conv2d.cpp). Each run is padded to whole pairs on the
+//    weight side with zeros, so the kernel may read one value past an odd
+//    run: whatever lies there is multiplied by 0.
 //
 // The AVX2 kernel sign-extends A to int16 and multiplies with vpmaddwd, which
 // sums two int16 x int16 products into an exact int32: no saturating 16-bit
@@ -37,7 +42,9 @@ constexpr int kGemmTileN = 16;  // output channels per register tile (two 8-lane
 
 struct PackedGemm {
     int n = 0, k = 0;
-    int k_pairs = 0;              // ceil(k / 2)
+    int segments = 1;             // runs per row of A, k / segments values each
+    int segment_pairs = 0;        // ceil(k / segments / 2): pairs per run
+    int k_pairs = 0;              // segments * segment_pairs
     int n_tiles = 0;              // ceil(n / kGemmTileN)
     std::vector<int16_t> weights;  // [n_tiles][k_pairs][kGemmTileN][2]: W - zw
     std::vector<int32_t> bias;     // [n_tiles * kGemmTileN]: bias - za * sum_k (W - zw)
@@ -45,10 +52,11 @@ struct PackedGemm {
 };
 
 // weights [n][k] (row stride k); bias [n] or null; weight_zero_points and
-// multipliers have 1 element or n.
+// multipliers have 1 element or n; k divisible by segments.
 PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
                      const std::vector<int32_t>& weight_zero_points, int32_t input_zero_point,
-                     const std::vector<QuantizedMultiplier>& multipliers, OutputRange output);
+                     const std::vector<QuantizedMultiplier>& multipliers, OutputRange output,
+                     int segments = 1);
 
 // Int16 scratch one thread needs for qs8_gemm_panel: kGemmTileM rows of 2 * k_pairs.
 inline size_t gemm_scratch_size(const PackedGemm& g) { return size_t(kGemmTileM) * 2 * size_t(g.k_pairs); }
@@ -66,13 +74,16 @@ void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int cou
                          size_t ldc, int16_t* scratch);
 #endif
 
-// The same kernels on rows already sign-extended to int16 (the im2col of
-// conv2d.cpp gathers straight into this form): `a` holds `count` rows of
-// 2 * k_pairs int16, row after row, an odd k padded with a 0.
-void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc);
-void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc);
+// The same kernels on rows already sign-extended to int16, given as runs:
+// run s of row r (segment_pairs pairs) starts at runs[r * g.segments + s].
+// For one run per row, a pointer to 2 * k_pairs int16 (an odd k padded with
+// a 0).
+void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c, size_t ldc);
+void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
+                                   size_t ldc);
 #ifdef __AVX2__
-void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* a, int count, int8_t* c, size_t ldc);
+void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
+                                 size_t ldc);
 #endif
 
 }  // namespace qf::infer

@@ -39,37 +39,43 @@ static inline __m256i broadcast_pair(const int16_t* p) {
 void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
                          size_t ldc, int16_t* scratch) {
     widen_rows_avx2(g, rows, count, scratch);
-    qs8_gemm_panel_widened_avx2(g, scratch, count, c, ldc);
+    const int16_t* runs[kGemmTileM];
+    for (int r = 0; r < count; ++r) runs[r] = scratch + r * 2 * size_t(g.k_pairs);
+    qs8_gemm_panel_widened_avx2(g, runs, count, c, ldc);
 }
 
-void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* scratch, int count, int8_t* c, size_t ldc) {
-    const size_t row_len = 2 * size_t(g.k_pairs);
+void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
+                                 size_t ldc) {
+    const int segments = g.segments;
     // Missing rows of a short panel repeat row 0: computed, never stored.
-    const int16_t* a0 = scratch;
-    const int16_t* a1 = scratch + (count > 1 ? 1 : 0) * row_len;
-    const int16_t* a2 = scratch + (count > 2 ? 2 : 0) * row_len;
-    const int16_t* a3 = scratch + (count > 3 ? 3 : 0) * row_len;
+    const int16_t* const* row0 = runs;
+    const int16_t* const* row1 = runs + (count > 1 ? 1 : 0) * segments;
+    const int16_t* const* row2 = runs + (count > 2 ? 2 : 0) * segments;
+    const int16_t* const* row3 = runs + (count > 3 ? 3 : 0) * segments;
     for (int tile = 0; tile < g.n_tiles; ++tile) {
         const int16_t* w = g.weights.data() + size_t(tile) * g.k_pairs * kGemmTileN * 2;
         __m256i acc00 = _mm256_setzero_si256(), acc01 = _mm256_setzero_si256();
         __m256i acc10 = _mm256_setzero_si256(), acc11 = _mm256_setzero_si256();
         __m256i acc20 = _mm256_setzero_si256(), acc21 = _mm256_setzero_si256();
         __m256i acc30 = _mm256_setzero_si256(), acc31 = _mm256_setzero_si256();
-        for (int p = 0; p < g.k_pairs; ++p, w += kGemmTileN * 2) {
-            const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));       // channels 0-7
-            const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));  // channels 8-15
-            __m256i a = broadcast_pair(a0 + 2 * p);
-            acc00 = _mm256_add_epi32(acc00, _mm256_madd_epi16(a, w0));
-            acc01 = _mm256_add_epi32(acc01, _mm256_madd_epi16(a, w1));
-            a = broadcast_pair(a1 + 2 * p);
-            acc10 = _mm256_add_epi32(acc10, _mm256_madd_epi16(a, w0));
-            acc11 = _mm256_add_epi32(acc11, _mm256_madd_epi16(a, w1));
-            a = broadcast_pair(a2 + 2 * p);
-            acc20 = _mm256_add_epi32(acc20, _mm256_madd_epi16(a, w0));
-            acc21 = _mm256_add_epi32(acc21, _mm256_madd_epi16(a, w1));
-            a = broadcast_pair(a3 + 2 * p);
-            acc30 = _mm256_add_epi32(acc30, _mm256_madd_epi16(a, w0));
-            acc31 = _mm256_add_epi32(acc31, _mm256_madd_epi16(a, w1));
+        for (int s = 0; s < segments; ++s) {
+            const int16_t *a0 = row0[s], *a1 = row1[s], *a2 = row2[s], *a3 = row3[s];
+            for (int p = 0; p < g.segment_pairs; ++p, w += kGemmTileN * 2) {
+                const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));       // channels 0-7
+                const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));  // channels 8-15
+                __m256i a = broadcast_pair(a0 + 2 * p);
+                acc00 = _mm256_add_epi32(acc00, _mm256_madd_epi16(a, w0));
+                acc01 = _mm256_add_epi32(acc01, _mm256_madd_epi16(a, w1));
+                a = broadcast_pair(a1 + 2 * p);
+                acc10 = _mm256_add_epi32(acc10, _mm256_madd_epi16(a, w0));
+                acc11 = _mm256_add_epi32(acc11, _mm256_madd_epi16(a, w1));
+                a = broadcast_pair(a2 + 2 * p);
+                acc20 = _mm256_add_epi32(acc20, _mm256_madd_epi16(a, w0));
+                acc21 = _mm256_add_epi32(acc21, _mm256_madd_epi16(a, w1));
+                a = broadcast_pair(a3 + 2 * p);
+                acc30 = _mm256_add_epi32(acc30, _mm256_madd_epi16(a, w0));
+                acc31 = _mm256_add_epi32(acc31, _mm256_madd_epi16(a, w1));
+            }
         }
         const int col = tile * kGemmTileN;
         const __m256i bias0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias.data() + col));

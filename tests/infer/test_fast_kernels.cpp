@@ -85,7 +85,7 @@ Conv2dParams random_conv_shape(std::mt19937_64& rng, int groups, int kernel) {
 
 }  // namespace
 
-TEST_CASE("conv2d (im2col GEMM, any kernel and groups) matches the reference") {
+TEST_CASE("conv2d (GEMM on the padded input, any kernel and groups) matches the reference") {
     std::mt19937_64 rng(20);
     for (int iter = 0; iter < 300; ++iter) {
         const int groups = uniform_int(rng, 0, 2) == 0 ? uniform_int(rng, 2, 4) : 1;
