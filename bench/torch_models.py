@@ -7,6 +7,7 @@ PyTorch has is BatchNorm's num_batches_tracked, which state_shapes() leaves out.
 
 Run with Debian's torch: /usr/bin/python3 bench/torch_models.py names resnet20
                          /usr/bin/python3 bench/torch_models.py train lenet --epochs 3
+                         /usr/bin/python3 bench/torch_models.py qat lenet runs/lenet/last.safetensors
 """
 import argparse
 import gzip
@@ -219,6 +220,78 @@ def train_fp32(arch, data_dir="/usr/share/datasets/fashion-mnist", epochs=3, bat
     return model, acc
 
 
+def load_qforge_checkpoint(model, path):
+    """Loads the model.* tensors of a qforge fp32 checkpoint (safetensors)
+    into `model`; raises ValueError naming what does not match."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        blob = f.read()
+    state = {}
+    for name, info in header.items():
+        if not name.startswith("model."):
+            continue
+        a, b = info["data_offsets"]
+        state[name[len("model."):]] = torch.from_numpy(
+            np.frombuffer(blob[a:b], np.float32).reshape(info["shape"]).copy())
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model
+
+
+def qat_int8(arch, checkpoint, engine="onednn", data_dir="/usr/share/datasets/fashion-mnist",
+             epochs=1, batch=128, lr=0.005, momentum=0.9, weight_decay=5e-4,
+             freeze_bn_frac=0.5, freeze_ranges_frac=0.75, seed=0, threads=2, log=print):
+    """DESIGN's QAT comparison recipe in PyTorch 1.13 (FX graph mode, the
+    engine's default QAT qconfig): from a qforge fp32 checkpoint, SGD at a
+    constant lr, BN statistics frozen after freeze_bn_frac of the steps and
+    observers after freeze_ranges_frac, random horizontal flips as in the fp32
+    recipe. Returns (fake-quant test accuracy %, int8 test accuracy %)."""
+    from torch.ao.quantization import disable_observer, get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
+    from torch.nn.intrinsic.qat import freeze_bn_stats
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = engine
+    train_x, train_y = load_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz"),
+                                os.path.join(data_dir, "train-labels-idx1-ubyte.gz"))
+    test_x, test_y = load_idx(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz"),
+                              os.path.join(data_dir, "t10k-labels-idx1-ubyte.gz"))
+    model = load_qforge_checkpoint(build_model(arch, seed=seed), checkpoint).train()
+    model = prepare_qat_fx(model, get_default_qat_qconfig_mapping(engine),
+                           example_inputs=(train_x[:1],))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(train_x) / batch)
+    freeze_bn_at, freeze_ranges_at = int(steps * freeze_bn_frac), int(steps * freeze_ranges_frac)
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(train_x), generator=gen)
+        for i in range(0, len(train_x), batch):
+            if step == freeze_bn_at:
+                model.apply(freeze_bn_stats)
+                log(f"step {step}: BN statistics frozen")
+            if step == freeze_ranges_at:
+                model.apply(disable_observer)
+                log(f"step {step}: ranges frozen")
+            idx = order[i:i + batch]
+            x, y = train_x[idx], train_y[idx]
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    fake_quant = evaluate(model, test_x, test_y)
+    int8 = evaluate(convert_fx(model.eval()), test_x, test_y)
+    return fake_quant, int8
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -229,10 +302,19 @@ def main():
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    qat = sub.add_parser("qat", help="DESIGN's QAT comparison recipe from a qforge fp32 checkpoint")
+    qat.add_argument("arch", choices=ARCHS)
+    qat.add_argument("checkpoint")
+    qat.add_argument("--engine", choices=("onednn", "qnnpack", "fbgemm"), default="onednn")
+    qat.add_argument("--threads", type=int, default=2)
+    qat.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     args = ap.parse_args()
     if args.cmd == "names":
         for name, shape in state_shapes(build_model(args.arch)):
             print(name, "x".join(map(str, shape)))
+    elif args.cmd == "qat":
+        fq, int8 = qat_int8(args.arch, args.checkpoint, args.engine, args.data, threads=args.threads)
+        print(f"TORCH qat engine={args.engine} fake_quant_top1={fq:.2f} int8_top1={int8:.2f}")
     else:
         _, acc = train_fp32(args.arch, args.data, epochs=args.epochs, threads=args.threads)
         print(f"{args.arch}: fp32 test accuracy {acc:.2f}%")
