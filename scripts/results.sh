@@ -15,7 +15,11 @@
 # Runs go to runs/results/<arch>_<variant>/ (model.int8.safetensors and
 # quantize.log each). QAT: runs/<arch>_qat/last.safetensors evaluated (int8 graph).
 # PyTorch: when /usr/bin/python3 has torch, its FX PTQ (onednn, qnnpack) of the
-# same checkpoint; logs in runs/results/<arch>_torch_<engine>.log.
+# same checkpoint; logs in runs/results/<arch>_torch_<engine>.log. And its QAT
+# with DESIGN's comparison recipe from the same checkpoint
+# (bench/torch_models.py qat; minutes per model), kept in
+# runs/results/<arch>_torch_qat.log and reused by later runs (delete it to
+# rerun).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,29 +82,17 @@ cat > "$torch_py" <<'PY'
 # match), with the engine's default qconfig, calibrated on the first
 # CALIB x 128 training images, scored on the 10,000 test images.
 #   python3 THIS ARCH CHECKPOINT ENGINE [CALIB]  -> "TORCH engine=E top1=T qconfig=..."
-import json, os, struct, sys
-import numpy as np
+import sys
 import torch
 sys.path.insert(0, "bench")
 import torch_models
 arch, ckpt, engine = sys.argv[1:4]
 calib = int(sys.argv[4]) if len(sys.argv) > 4 else 16
 torch.set_num_threads(2)
-with open(ckpt, "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    header = json.loads(f.read(n))
-    blob = f.read()
-state = {}
-for name, info in header.items():
-    if not name.startswith("model."):
-        continue
-    a, b = info["data_offsets"]
-    state[name[len("model."):]] = torch.from_numpy(np.frombuffer(blob[a:b], np.float32).reshape(info["shape"]).copy())
-model = torch_models.build_model(arch)
-missing, unexpected = model.load_state_dict(state, strict=False)
-missing = [m for m in missing if not m.endswith("num_batches_tracked")]
-if missing or unexpected:
-    sys.exit(f"torch_ptq: {ckpt}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+try:
+    model = torch_models.load_qforge_checkpoint(torch_models.build_model(arch), ckpt)
+except ValueError as e:
+    sys.exit(f"torch_ptq: {e}")
 model.eval()
 d = "/usr/share/datasets/fashion-mnist"
 xt, yt = torch_models.load_idx(f"{d}/t10k-images-idx3-ubyte.gz", f"{d}/t10k-labels-idx1-ubyte.gz")
@@ -170,6 +162,14 @@ for arch in $models; do
         fi
         echo "   top-1 ${acc[$arch,$qat]}"
     done
+    qat_log=runs/results/${arch}_torch_qat.log
+    if [[ $have_torch == 1 ]] && ! grep -q '^TORCH qat' "$qat_log" 2>/dev/null; then
+        echo "== $arch PyTorch QAT (DESIGN recipe, onednn), into $qat_log"
+        PYTHONWARNINGS=ignore /usr/bin/python3 bench/torch_models.py qat "$arch" "$ckpt" > "$qat_log" 2>&1 || true
+    fi
+    acc[$arch,torch_qat]=$(sed -n 's/^TORCH qat .*int8_top1=\([0-9.]*\).*/\1/p' "$qat_log" 2>/dev/null | tail -1)
+    acc[$arch,torch_qat]=${acc[$arch,torch_qat]:-not measured}
+    echo "   PyTorch QAT top-1 ${acc[$arch,torch_qat]}"
     for engine in onednn qnnpack; do
         if [[ $have_torch == 1 ]]; then
             echo "== $arch PyTorch PTQ ($engine)"
@@ -210,11 +210,11 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "CLE: conv→ReLU/ReLU6(→max pool)→conv pairs, depthwise included (ReLU6 clip kept at 6·s);"
     echo "bias correction: empirical, on the calibration batches."
     echo
-    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit (DESIGN recipe) | PyTorch 1.13 QAT (DESIGN recipe, onednn) | QAT 8-bit (qforge cosine recipe) | QAT 4-bit weights, LSQ |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
-    declare -A torch_qat=([lenet]=90.87 [resnet20]=90.02 [mbv2]=88.32)
+    echo "| model | fp32 | PTQ asym per-tensor | + CLE + bias corr. | PTQ sym per-channel | + CLE + bias corr. | QAT 8-bit (DESIGN recipe) | PyTorch 1.13 QAT, same checkpoint and recipe (onednn) | PyTorch QAT in DESIGN.md (its own fp32) | QAT 8-bit (qforge cosine recipe) | QAT 4-bit weights, LSQ |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    declare -A design_torch_qat=([lenet]="90.87 (fp32 90.84)" [resnet20]="90.02 (fp32 91.63)" [mbv2]="88.32 (fp32 91.03)")
     for arch in $models; do
-        echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(cell "$arch" asym_pt) | $(cell "$arch" asym_pt_cle_bc) | $(cell "$arch" sym_pc) | $(cell "$arch" sym_pc_cle_bc) | ${acc[$arch,qat]} | ${torch_qat[$arch]:-–} | ${acc[$arch,qat_cosine]} | ${acc[$arch,qat_lsq4]} |"
+        echo "| $arch | $(fmt "${acc[$arch,fp32]}") | $(cell "$arch" asym_pt) | $(cell "$arch" asym_pt_cle_bc) | $(cell "$arch" sym_pc) | $(cell "$arch" sym_pc_cle_bc) | ${acc[$arch,qat]} | ${acc[$arch,torch_qat]} | ${design_torch_qat[$arch]:-–} | ${acc[$arch,qat_cosine]} | ${acc[$arch,qat_lsq4]} |"
     done
     echo
     echo "QAT: the last checkpoint of runs/<arch>_qat (configs/<arch>_qat.json: DESIGN.md's comparison"
@@ -222,15 +222,17 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "(configs/<arch>_qat_cosine.json: lr 5e-4 cosine) and runs/<arch>_qat_lsq4"
     echo "(configs/<arch>_qat_lsq4.json: 4-bit symmetric per-channel weights and 8-bit activations with"
     echo "LSQ/LSQ+ learned step sizes, lr 0.002 cosine), each evaluated now on the frozen int8 graph by"
-    echo "the train binary; \"not run\" when the run is missing. PyTorch QAT: DESIGN.md's figures (PyTorch"
-    echo "1.13, onednn, same recipe, measured once on this machine), not rerun by this script; PyTorch has"
-    echo "no int8 kernels for 4-bit weights."
+    echo "the train binary; \"not run\" when the run is missing. PyTorch QAT, same checkpoint: PyTorch 1.13"
+    echo "FX QAT (onednn default QAT qconfig, BN folded by its fused QAT modules) of the same fp32 checkpoint"
+    echo "with the same recipe (\`bench/torch_models.py qat ARCH CHECKPOINT\`), int8 model scored on the test"
+    echo "set; one run each, so seed noise of a few tenths applies to both columns. DESIGN.md's figure started"
+    echo "from PyTorch's own fp32 model. PyTorch has no int8 kernels for 4-bit weights."
     echo "PyTorch PTQ: PyTorch 1.13 (Debian's python3-torch; this build has the onednn and qnnpack"
     echo "engines, no fbgemm) quantizing the same fp32 checkpoint with FX post-training static"
     echo "quantization and the engine's default qconfig (onednn: symmetric per-channel weights;"
     echo "qnnpack: symmetric per-tensor weights; activations: histogram observer), calibrated on the"
     echo "first 16 x 128 training images, scored on the same test set (the script is inside"
-    echo "scripts/results.sh). PyTorch QAT: not measured by this script."
+    echo "scripts/results.sh)."
     echo
     echo "Each run's log (stage by stage: fold, CLE pairs and sweeps, bias correction, calibration,"
     echo "int8 accuracy) is runs/results/<arch>_<variant>/quantize.log; the overrides per variant:"
