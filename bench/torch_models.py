@@ -307,13 +307,15 @@ def main():
     qat.add_argument("checkpoint")
     qat.add_argument("--engine", choices=("onednn", "qnnpack", "fbgemm"), default="onednn")
     qat.add_argument("--threads", type=int, default=2)
+    qat.add_argument("--seed", type=int, default=0, help="data order and flips")
     qat.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     args = ap.parse_args()
     if args.cmd == "names":
         for name, shape in state_shapes(build_model(args.arch)):
             print(name, "x".join(map(str, shape)))
     elif args.cmd == "qat":
-        fq, int8 = qat_int8(args.arch, args.checkpoint, args.engine, args.data, threads=args.threads)
+        fq, int8 = qat_int8(args.arch, args.checkpoint, args.engine, args.data, seed=args.seed,
+                            threads=args.threads)
         print(f"TORCH qat engine={args.engine} fake_quant_top1={fq:.2f} int8_top1={int8:.2f}")
     else:
         _, acc = train_fp32(args.arch, args.data, epochs=args.epochs, threads=args.threads)
