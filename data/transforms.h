@@ -51,6 +51,7 @@ struct ImageView {
 // Buffers reused across calls so steady-state loading does not allocate.
 struct TransformScratch {
     std::vector<uint8_t> resized;
+    std::vector<uint8_t> reduced;  // block averages taken before a large downscale
 };
 
 // Writes the transformed `src` as channels x out_height x out_width floats to

@@ -24,6 +24,21 @@ int main(int argc, char** argv) {
             }
         }
     }
+    // Regression seeds: long, thin images, resized to 9 pixels across by
+    // fuzz_image. stb_image_resize's setup of a downsampled axis costs its
+    // input x output pixels, so a 16 x 26115 image (to 9 x 14690) once took
+    // over 10 s under ASan, before data/transforms.cpp resized only the crop.
+    struct Shape {
+        int width, height, channels;
+    };
+    for (Shape s : {Shape{65536, 10, 1}, Shape{16, 26115, 3}, Shape{1, 16000, 1}, Shape{16000, 2, 3}}) {
+        Image image{s.width, s.height, s.channels, {}};
+        image.pixels.resize(size_t(s.width) * s.height * s.channels);
+        for (size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = uint8_t(i / 65536 * 37);
+        std::string name = dir + "/seed_long_" + std::to_string(s.width) + "x" + std::to_string(s.height) + ".png";
+        qf::data::write_image(name, image);
+        ++written;
+    }
     std::printf("wrote %d seeds to %s\n", written, dir.c_str());
     return 0;
 }
