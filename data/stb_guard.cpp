@@ -1,5 +1,7 @@
 #include "data/stb_guard.h"
 
+#include <algorithm>
+
 #include "data/image_io.h"
 
 namespace qf::data {
@@ -57,12 +59,32 @@ void check_jpeg(const uint8_t* p, const uint8_t* end, const std::string& name) {
     }
 }
 
+// `p` is just past the 8-byte PNG signature. stb copies the first IDAT
+// chunk into a buffer it allocates only for a non-empty one, so an empty
+// first IDAT makes it call memcpy(NULL, ..., 0): undefined behaviour
+// (UBSan stops there). No encoder writes one; refuse the file.
+void check_png(const uint8_t* p, const uint8_t* end, const std::string& name) {
+    while (end - p >= 8) {
+        const uint32_t length = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+        const std::string type(reinterpret_cast<const char*>(p + 4), 4);
+        if (type == "IDAT") {
+            if (length == 0)
+                throw ImageError(name + ": unsupported PNG (its first IDAT chunk is empty)");
+            return;
+        }
+        if (type == "IEND" || uint64_t(end - p) < 12 + uint64_t(length)) return;
+        p += 12 + size_t(length);  // length, type, data, CRC
+    }
+}
+
 }  // namespace
 
 void check_stb_hazards(const uint8_t* bytes, size_t size, const std::string& name) {
     // stb takes a file for JPEG if it starts with 0xFF, any fill 0xFFs, then SOI (0xD8).
     const uint8_t* p = bytes;
     const uint8_t* const end = bytes + size;
+    static const uint8_t png_signature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    if (size >= 8 && std::equal(png_signature, png_signature + 8, bytes)) return check_png(bytes + 8, end, name);
     if (p == end || *p != 0xff) return;
     while (p < end && *p == 0xff) ++p;
     if (p < end && *p == 0xd8) check_jpeg(p + 1, end, name);

@@ -4,6 +4,8 @@
 //   - JPEG: a DHT (Huffman table) segment whose code counts add up to more
 //     than 256 symbols overflows stbi__huffman's fixed arrays
 //     (stbi__build_huffman writes size[k++] past 257 entries).
+//   - PNG: an empty first IDAT chunk makes stbi__parse_png_file memcpy 0
+//     bytes to a NULL buffer (undefined behaviour; upstream still does it).
 // The JPEG walk follows stb's own parse (segment lengths, entropy-coded data
 // ending at the first 0xFF followed by a byte other than 0x00 or a restart
 // marker), and stops where stb would stop with an error.

@@ -245,6 +245,21 @@ TEST_CASE("image decoding: inputs that hit stb 2.27 bugs (found by fuzzing) are 
     png.insert(png.end() - 12, idat.begin(), idat.end());
     CHECK_THROWS_WITH_AS(decode_image(png.data(), png.size(), 3, {}, "idat.png", out),
                          doctest::Contains("idat.png: corrupt or truncated image (outofmem)"), ImageError);
+
+    // A good PNG with an empty IDAT chunk put before its data (stb would
+    // memcpy to NULL): refused by name.
+    write_image(dir / "ok.png", solid(8, 8, 3, {9, 9, 9}));
+    std::vector<uint8_t> empty_first = read_bytes(dir / "ok.png");
+    std::vector<uint8_t> empty_idat;
+    put_be32(empty_idat, 0);
+    const uint8_t type[4] = {'I', 'D', 'A', 'T'};
+    empty_idat.insert(empty_idat.end(), type, type + 4);
+    put_be32(empty_idat, uint32_t(crc32(0, type, 4)));
+    empty_first.insert(empty_first.begin() + 8 + 25, empty_idat.begin(), empty_idat.end());  // after IHDR
+    CHECK_THROWS_WITH_AS(decode_image(empty_first.data(), empty_first.size(), 3, {}, "empty.png", out),
+                         doctest::Contains("empty.png: unsupported PNG (its first IDAT chunk is empty)"), ImageError);
+    std::vector<uint8_t> good = read_bytes(dir / "ok.png");
+    CHECK_NOTHROW(decode_image(good.data(), good.size(), 3, {}, "ok.png", out));
 }
 
 TEST_CASE("image writing: unknown extension") {
