@@ -17,13 +17,17 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 inline bool is_finite(float v) { return std::fabs(v) <= FLT_MAX; }
 
 // The finite min/max of n values; {+inf, -inf} when there are none.
+// (Plain selects, not std::min/max, which return references: with those GCC 12
+// left this loop scalar and branchy, as slow as the fake-quant op itself.)
 Range finite_range(const float* p, int64_t n) {
     float lo = kInf, hi = -kInf;
 #pragma omp parallel for simd reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
     for (int64_t i = 0; i < n; i++) {
-        const bool ok = is_finite(p[i]);
-        lo = std::min(lo, ok ? p[i] : kInf);
-        hi = std::max(hi, ok ? p[i] : -kInf);
+        const float v = p[i];
+        const bool ok = is_finite(v);
+        const float for_min = ok ? v : kInf, for_max = ok ? v : -kInf;
+        lo = for_min < lo ? for_min : lo;
+        hi = for_max > hi ? for_max : hi;
     }
     return {lo, hi};
 }
