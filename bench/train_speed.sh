@@ -83,6 +83,19 @@ if [ -n "$out" ]; then
     echo "- load average (1, 5, 15 min) at the start: $load_at_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     echo "$table"
+    echo
+    echo "## Where qforge's step time goes"
+    echo
+    echo "Per-op wall time of qforge's training step (\`$BENCH --model MODEL --steps 5 --warmup 2"
+    echo "--threads $threads --profile\`, run right after the table; the markers add a little to every op)."
+    for model in $models; do
+      echo
+      echo "### $model"
+      echo
+      echo '```'
+      "$BENCH" --model "$model" --steps 5 --warmup 2 --threads "$threads" --profile | grep -v '^RESULT'
+      echo '```'
+    done
   } > "$out"
   echo "wrote $out"
 fi
