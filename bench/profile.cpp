@@ -7,6 +7,7 @@
 
 #include "autograd/ops.h"
 #include "nn/blocks.h"
+#include "quant/qat.h"
 
 namespace qf {
 
@@ -91,7 +92,42 @@ std::string conv_name(const nn::Conv2d& c) {
     return "conv2d grouped " + k;
 }
 
+Tensor activation_quant(quant::ActivationQuant& a, const Tensor& x, OpProfile& prof) {
+    return prof.time("qat: activation quant (observe, round)", [&] { return a.forward(x); });
+}
+
+// QatConvBnAct::forward, op by op (quant/qat.cpp).
+Tensor qat_conv_bn_act(quant::QatConvBnAct& m, const Tensor& x, OpProfile& prof) {
+    nn::Conv2d& c = *m.conv;
+    nn::BatchNorm2d& bn = *m.bn;
+    Tensor h;
+    if (m.training() && !m.bn_frozen) {
+        const quant::QatConvBnAct::FoldScales s = m.fold_scales();
+        Tensor w = prof.time("qat: weight * sf", [&] { return scale_channels(c.weight, s.sf, 0); });
+        w = prof.time("qat: weight quant (minmax, round)", [&] { return m.weight_quant.apply(w); });
+        h = prof.time(conv_name(c), [&] { return conv2d(x, w, c.bias, c.params); });
+        h = prof.time("qat: conv out / sf", [&] { return quant::unscale_conv_output(h, s.inv); });
+        h = prof.time("batch_norm", [&] {
+            return batch_norm(h, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps);
+        });
+    } else {
+        h = prof.time("qat: frozen-BN conv (fold, quant, conv)", [&] {
+            // The whole frozen path as one op: it has no batch_norm.
+            const quant::QatConvBnAct::Folded f = m.fold();
+            const Tensor wq = m.weight_quant.apply(f.weight);
+            const Tensor b = !m.weight_quant.enabled
+                                 ? f.bias
+                                 : quant::fake_quantize_bias(f.bias, m.weight_quant.qparams(f.weight),
+                                                             m.input_quant->qparams().scales[0]);
+            return conv2d(x, wq, b, c.params);
+        });
+    }
+    if (m.act != nn::Act::None) h = prof.time(nn::act_name(m.act), [&] { return nn::apply_act(h, m.act); });
+    return activation_quant(*m.out_quant, h, prof);
+}
+
 Tensor conv_bn_act(nn::ConvBnAct& m, const Tensor& x, OpProfile& prof) {
+    if (auto* q = dynamic_cast<quant::QatConvBnAct*>(&m)) return qat_conv_bn_act(*q, x, prof);
     nn::Conv2d& c = *m.conv;
     nn::BatchNorm2d& bn = *m.bn;
     Tensor h = prof.time(conv_name(c), [&] { return conv2d(x, c.weight, c.bias, c.params); });
@@ -112,6 +148,24 @@ Tensor profiled_forward(nn::Module& m, const Tensor& x, OpProfile& prof) {
         return h;
     }
     if (auto* cba = dynamic_cast<nn::ConvBnAct*>(&m)) return conv_bn_act(*cba, x, prof);
+    if (auto* a = dynamic_cast<quant::ActivationQuant*>(&m)) return activation_quant(*a, x, prof);
+    if (auto* l = dynamic_cast<quant::QatLinear*>(&m)) {
+        // QatLinear::forward, op by op (quant/qat.cpp).
+        Tensor wq = prof.time("qat: weight quant (minmax, round)", [&] { return l->weight_quant.apply(l->weight); });
+        Tensor b = l->bias;
+        if (b.defined() && l->weight_quant.enabled)
+            b = prof.time("qat: bias quant (minmax)", [&] {
+                return quant::fake_quantize_bias(l->bias, l->weight_quant.qparams(l->weight),
+                                                 l->input_quant->qparams().scales[0]);
+            });
+        Tensor h = prof.time("linear", [&] { return linear(x, wq, b); });
+        if (l->act != nn::Act::None) h = prof.time(nn::act_name(l->act), [&] { return nn::apply_act(h, l->act); });
+        return activation_quant(*l->out_quant, h, prof);
+    }
+    if (auto* p = dynamic_cast<quant::QatGlobalAvgPool*>(&m)) {
+        Tensor h = prof.time("global_avg_pool", [&] { return global_avg_pool(x); });
+        return activation_quant(*p->out_quant, h, prof);
+    }
     if (auto* b = dynamic_cast<nn::BasicBlock*>(&m)) {
         Tensor h = conv_bn_act(*b->conv2, conv_bn_act(*b->conv1, x, prof), prof);
         Tensor s = b->shortcut ? conv_bn_act(*b->shortcut, x, prof) : x;
@@ -144,10 +198,10 @@ Tensor profiled_forward(nn::Module& m, const Tensor& x, OpProfile& prof) {
     throw std::runtime_error("profile: no profiled forward for module kind " + m.kind());
 }
 
-void check_profiled_forward(nn::Module& model, const Tensor& x) {
+void check_profiled_forward(nn::Module& model, nn::Module& twin, const Tensor& x) {
     NoGrad no_grad;  // training mode still: batch statistics, as in the timed steps
     OpProfile scratch;
-    const Tensor expected = model.forward(x);
+    const Tensor expected = twin.forward(x);
     const Tensor got = profiled_forward(model, x, scratch);
     if (got.shape() != expected.shape())
         throw std::runtime_error("profile: profiled forward gives shape " + shape_str(got.shape()) +

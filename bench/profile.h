@@ -64,7 +64,9 @@ private:
 // throws for any other kind.
 Tensor profiled_forward(nn::Module& m, const Tensor& x, OpProfile& prof);
 
-// Throws unless profiled_forward() gives the model's own forward() result.
-void check_profiled_forward(nn::Module& model, const Tensor& x);
+// Throws unless profiled_forward(model) gives twin.forward()'s result; twin
+// is a model built the same way (forward moves BN statistics and QAT ranges,
+// so the two must start from the same state).
+void check_profiled_forward(nn::Module& model, nn::Module& twin, const Tensor& x);
 
 }  // namespace qf

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <vector>
 
+#include "quant/grad_buffer.h"
+
 namespace qf::quant {
 
 namespace {
@@ -61,6 +63,17 @@ void straight_through_span(const float* __restrict x, const float* __restrict dy
     for (int64_t i = 0; i < n; i++) {
         const float q = quantize_unclamped(x[i], st.scale, st.zero_point);
         dx[i] += in_range(q, qmin, qmax) ? dy[i] : 0.0f;
+    }
+}
+
+// The same, in place in dy (quant/grad_buffer.h): d = (in range ? d : 0) + 0,
+// what dx holds after dx = 0 + (in range ? dy : 0).
+void straight_through_in_place_span(const float* __restrict x, float* __restrict d, int64_t n, Step st,
+                                    float qmin, float qmax) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const float q = quantize_unclamped(x[i], st.scale, st.zero_point);
+        d[i] = (in_range(q, qmin, qmax) ? d[i] : 0.0f) + 0.0f;
     }
 }
 
@@ -145,6 +158,14 @@ Tensor fake_quantize_forward(const Tensor& x, const std::vector<Step>& steps, co
 void straight_through_backward(Tensor x, Tensor out, const std::vector<Step>& steps,
                                const ChannelLayout& l, float qmin, float qmax) {
     const float* xp = x.data();
+    if (can_hand_grad(out, x)) {
+        float* d = out.grad();
+        for_each_chunk(l, [&](int64_t, int64_t c, int64_t begin, int64_t end) {
+            straight_through_in_place_span(xp + begin, d + begin, end - begin, steps[c], qmin, qmax);
+        });
+        hand_grad(out, x);
+        return;
+    }
     const float* dy = out.grad();
     float* dx = x.grad();
     for_each_chunk(l, [&](int64_t, int64_t c, int64_t begin, int64_t end) {

@@ -144,9 +144,23 @@ public:
     // input scale); set by prepare_qat.
     const ActivationQuant* input_quant = nullptr;
 
+    // Before the BN freeze, in training: the per-channel sf = gamma /
+    // sqrt(running_var + eps) (kept away from 0) that folds into the weights,
+    // and its reciprocal that takes it back out of the conv output.
+    struct FoldScales {
+        Tensor sf, inv;  // (C) each, constants (no gradient)
+    };
+    FoldScales fold_scales() const;
+
 private:
     Tensor forward_batch_statistics(const Tensor& x);
 };
+
+// The batch-statistics forward's y / sf: scale_channels(y, inv, 1) for a
+// constant inv (C), y (N, C, H, W). The same arithmetic (y * inv[c] forward,
+// dy * inv[c] backward), but the backward works in place in the output's
+// gradient buffer and hands it to y when it can (quant/grad_buffer.h).
+Tensor unscale_conv_output(const Tensor& y, const Tensor& inv);
 
 // Linear(+act) with fake-quantized weights and a quantized output.
 class QatLinear : public nn::Module {

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "quant/qat.h"
@@ -168,4 +169,59 @@ TEST_CASE("mixed precision: named layers and points get their own bit widths, un
     QatOptions one_bit;
     one_bit.weight_bits_per_layer = {{"1.conv1", 1}};
     CHECK_THROWS_AS(prepare_qat(nn::build_model({"resnet20", 10, 1, 28}, 0), one_bit), QuantError);
+}
+
+TEST_CASE("a QAT conv training step equals its composition of autograd ops, bit for bit") {
+    // QatConvBnAct's batch-statistics forward as written in quant/qat.h, from
+    // scale_channels, fake_quantize, conv2d and batch_norm, against the layer.
+    // Big enough (8x16x16x16) for the backwards that hand their gradient
+    // buffer on (quant/grad_buffer.h).
+    for (const bool depthwise : {false, true}) {
+        CAPTURE(depthwise);
+        const int cin = depthwise ? 16 : 8, groups = depthwise ? 16 : 1;
+        std::mt19937 rng_a(1), rng_b(1);
+        nn::ConvBnAct fp_a(cin, 16, 3, 1, groups, nn::Act::ReLU6, rng_a), fp_b(cin, 16, 3, 1, groups, nn::Act::ReLU6, rng_b);
+        for (nn::ConvBnAct* m : {&fp_a, &fp_b}) {  // BN statistics and gamma away from 1
+            for (int64_t c = 0; c < 16; c++) {
+                m->bn->running_var.data()[c] = 0.5f + 0.1f * float(c);
+                m->bn->gamma.data()[c] = 1.0f - 0.05f * float(c);
+            }
+        }
+        const QatOptions o;
+        QatConvBnAct layer(fp_a, "c", o);
+        layer.train();
+        ActivationQuant out_quant("c.out", o, true);
+        out_quant.train();
+        std::mt19937 rng(7);
+        const Tensor x0 = Tensor::randn({8, cin, 16, 16}, rng);
+        std::vector<float> dout(size_t(8 * 16 * 16 * 16));
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        for (float& d : dout) d = normal(rng);
+
+        Tensor xa = x0.clone(), xb = x0.clone();
+        xa.set_requires_grad(true);
+        xb.set_requires_grad(true);
+        const QatConvBnAct::FoldScales s = layer.fold_scales();
+        Tensor ya = layer.forward(xa);
+        backward(ya, dout);  // the tape is global: one forward and backward at a time
+        Tensor w = scale_channels(fp_b.conv->weight, s.sf, 0);
+        MinMaxObserver wobs("c.weight", o.weight);
+        wobs.observe(w);
+        Tensor h = scale_channels(conv2d(xb, fake_quantize(w, wobs.qparams(), o.weight), Tensor(), fp_b.conv->params),
+                                  s.inv, 1);
+        nn::BatchNorm2d& bn = *fp_b.bn;
+        h = relu6(batch_norm(h, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps));
+        Tensor yb = out_quant.forward(h);
+        backward(yb, dout);
+        auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+            return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+        };
+        CHECK(same(ya.values(), yb.values()));
+        CHECK(same(xa.grad_values(), xb.grad_values()));
+        CHECK(same(fp_a.conv->weight.grad_values(), fp_b.conv->weight.grad_values()));
+        CHECK(same(fp_a.bn->gamma.grad_values(), fp_b.bn->gamma.grad_values()));
+        CHECK(same(fp_a.bn->beta.grad_values(), fp_b.bn->beta.grad_values()));
+        CHECK(same(fp_a.bn->running_mean.values(), fp_b.bn->running_mean.values()));
+        CHECK(same(fp_a.bn->running_var.values(), fp_b.bn->running_var.values()));
+    }
 }

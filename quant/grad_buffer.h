@@ -1,0 +1,38 @@
+// Backwards that hand their output's gradient buffer to their input.
+//
+// An elementwise op's backward normally zero-fills its input's gradient
+// (Tensor::grad()) and adds into it: dx = 0 + f(dy). When the input has no
+// gradient yet, it may instead compute f(dy) in place in the output's
+// gradient buffer and move that buffer to the input: one pass over memory
+// instead of three (zero-fill, read dy, read-modify-write dx), and one buffer
+// fewer. This leans on the tape's rule (autograd/tensor.cpp backward()): an
+// intermediate's gradient is read by nobody after its producer's backward ran
+// (the tape hands it back to the pool right then). The loss keeps its
+// gradient; it holds one element, below kMinElements, so it is never taken.
+//
+// Results are those of the zero-filled path bit for bit as long as the op
+// writes f(dy) + 0.0f (so a -0 becomes +0, as 0 + -0 does).
+#pragma once
+#include <utility>
+
+#include "autograd/tensor.h"
+
+namespace qf::quant {
+
+// Small tensors keep the plain path: nothing to save there.
+constexpr int64_t kMinHandedElements = 1 << 14;
+
+// Whether the backward of an op x -> out (same number of elements) may work
+// in out's gradient buffer and then hand it to x.
+inline bool can_hand_grad(const Tensor& out, const Tensor& x) {
+    return x.requires_grad() && !x.has_grad() && out.has_grad() && out.numel() == x.numel() &&
+           out.numel() >= kMinHandedElements && !out.same(x);
+}
+
+// Moves out's gradient buffer (now holding dx) to x.
+inline void hand_grad(Tensor& out, Tensor& x) {
+    x.storage()->grad = std::move(out.storage()->grad);
+    out.storage()->grad.clear();
+}
+
+}  // namespace qf::quant
