@@ -2,6 +2,7 @@
 // side. Letters: N batch, C channels, H W input size, OH OW output size,
 // k kernel, s stride, p padding. Every (n, c) plane is independent, so
 // OpenMP splits the N*C planes; no two threads write the same plane.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -44,35 +45,60 @@ PoolDims pool_dims(const char* op, const Tensor& x, int kernel, int stride, int 
 
 // ---- max pool ---------------------------------------------------------------
 
+// Keeps the running maximum of a window: a tap replaces it when larger, or
+// when it is a NaN, unless a NaN is already in (PyTorch's rule: a NaN wins
+// and stays; the first of equal values wins). Branch-free: on real
+// activations "is this tap larger" is a coin toss.
+inline void keep_max(float v, int32_t i, float& best, int32_t& best_i) {
+    const bool take = !(v <= best) && best == best;  // best == best: not a NaN
+    best = take ? v : best;
+    best_i = take ? i : best_i;
+}
+
 // x (planes, H, W) -> out (planes, OH, OW), argmax (planes, OH, OW): the index
-// within its input plane of the element each output took (the first on ties).
+// within its input plane of the element each output took.
 void max_pool_forward(const float* x, float* out, int32_t* argmax, const PoolDims& d) {
+    const bool two_by_two = d.k == 2 && d.s == 2 && d.p == 0;  // the common case, unrolled
 #pragma omp parallel for schedule(static)
     for (int64_t pl = 0; pl < d.planes; pl++) {
         const float* xp = x + pl * d.H * d.W;
-        for (int64_t oh = 0; oh < d.OH; oh++)
-            for (int64_t ow = 0; ow < d.OW; ow++) {
-                float best = -std::numeric_limits<float>::infinity();
-                int32_t best_i = -1;
-                for (int64_t kh = 0; kh < d.k; kh++) {
-                    const int64_t ih = oh * d.s - d.p + kh;
-                    if (ih < 0 || ih >= d.H) continue;
-                    for (int64_t kw = 0; kw < d.k; kw++) {
-                        const int64_t iw = ow * d.s - d.p + kw;
-                        if (iw < 0 || iw >= d.W) continue;
-                        const float v = xp[ih * d.W + iw];
-                        // A NaN wins and stays, as in PyTorch.
-                        if (v > best || best_i < 0 || std::isnan(v)) {
-                            if (std::isnan(best)) continue;
-                            best = v;
-                            best_i = (int32_t)(ih * d.W + iw);
-                        }
-                    }
+        float* op = out + pl * d.OH * d.OW;
+        int32_t* ap = argmax + pl * d.OH * d.OW;
+        if (two_by_two) {
+            // Independent windows side by side: vectorized across ow (a
+            // scalar chain of compare-and-select per window is latency bound).
+            for (int64_t oh = 0; oh < d.OH; oh++) {
+                const float* r0 = xp + 2 * oh * d.W;
+                const float* r1 = r0 + d.W;
+                const int32_t i0 = int32_t(2 * oh * d.W), i1 = int32_t(i0 + d.W);
+#pragma omp simd
+                for (int64_t ow = 0; ow < d.OW; ow++) {
+                    const int32_t c = int32_t(2 * ow);
+                    float best = r0[c];
+                    int32_t best_i = i0 + c;
+                    keep_max(r0[c + 1], i0 + c + 1, best, best_i);
+                    keep_max(r1[c], i1 + c, best, best_i);
+                    keep_max(r1[c + 1], i1 + c + 1, best, best_i);
+                    op[oh * d.OW + ow] = best;
+                    ap[oh * d.OW + ow] = best_i;
                 }
-                const int64_t o = (pl * d.OH + oh) * d.OW + ow;
-                out[o] = best;
-                argmax[o] = best_i;
             }
+            continue;
+        }
+        for (int64_t oh = 0; oh < d.OH; oh++) {
+            // The window's rows inside the input (never empty: padding <= kernel / 2).
+            const int64_t h0 = std::max<int64_t>(oh * d.s - d.p, 0), h1 = std::min(oh * d.s - d.p + d.k, d.H);
+            for (int64_t ow = 0; ow < d.OW; ow++) {
+                const int64_t w0 = std::max<int64_t>(ow * d.s - d.p, 0), w1 = std::min(ow * d.s - d.p + d.k, d.W);
+                int32_t best_i = int32_t(h0 * d.W + w0);
+                float best = xp[best_i];
+                for (int64_t ih = h0; ih < h1; ih++)
+                    for (int64_t iw = ih == h0 ? w0 + 1 : w0; iw < w1; iw++)
+                        keep_max(xp[ih * d.W + iw], int32_t(ih * d.W + iw), best, best_i);
+                op[oh * d.OW + ow] = best;
+                ap[oh * d.OW + ow] = best_i;
+            }
+        }
     }
 }
 
