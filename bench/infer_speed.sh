@@ -41,7 +41,7 @@ PYTHON=/usr/bin/python3  # Debian's python3-torch; the python3 first on PATH may
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "infer_speed.sh: $PYTHON has no torch" >&2; exit 1; }
 
 [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null
-make -C "$build" -j2 bench_infer train > /dev/null
+make -C "$build" -j2 bench_infer train mac_throughput > /dev/null
 BENCH="$build/bench/bench_infer" TRAIN="$build/train/train"
 
 # Small fp32 + QAT models for timing.
@@ -133,7 +133,28 @@ echo
 echo "$header"
 echo
 echo "$table"
+# What one core can multiply: the bound the int8 kernels run against.
+peaks=$("$build/bench/mac_throughput" | grep -v '^RESULT')
+bound="## What bounds the int8 kernels on this machine
+
+\`$build/bench/mac_throughput\`, run after the table (one core):
+
+\`\`\`
+$peaks
+\`\`\`
+
+qforge's int8 GEMM multiplies int16 with vpmaddwd, whose int32 sums are exact. On this AVX2
+machine without VNNI that instruction runs at about the rate of fp32 FMA, so int8 beats qforge's
+own fp32 by what it saves around the multiplies (memory, im2col, BN and activation passes), not by
+multiplying faster. PyTorch's onednn engine multiplies u8 x s8 with vpmaddubsw at twice that rate,
+but vpmaddubsw saturates its int16 pair sums (255 * 127 * 2 > 32767), so its int8 model is not the
+arithmetic the quantization simulated. The exact way to that rate is the s8 sign chain (|a| times w
+with a's sign moved onto it: pair sums at most 128 * 127 * 2 = 32512): it needs weights in
+[-127, 127], i.e. narrow-range symmetric weights (TFLite's int8 convention), which qforge's 8-bit
+weights are not by default ([-128, 127], as PyTorch's)."
+echo
+echo "$bound"
 if [ -n "$out" ]; then
-  { echo "# Inference speed: qforge int8 and fp32 beside PyTorch 1.13"; echo; echo "$header"; echo; echo "$table"; } > "$out"
+  { echo "# Inference speed: qforge int8 and fp32 beside PyTorch 1.13"; echo; echo "$header"; echo; echo "$table"; echo; echo "$bound"; } > "$out"
   echo "wrote $out"
 fi
