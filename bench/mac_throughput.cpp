@@ -1,4 +1,4 @@
-// Peak multiply-accumulate rates of one core for the three inner loops an
+// Peak multiply-accumulate rates of one core for the four inner loops an
 // int8 or fp32 convolution can be built on, so that the speed targets of
 // docs/infer_speed.md can be read against what the hardware allows:
 //  - fp32:        vfmadd231ps                          8 MACs per instruction
@@ -6,8 +6,10 @@
 //  - u8 x s8:     vpmaddubsw + vpmaddwd(1) + vpaddd    32 MACs per triple, but
 //                 vpmaddubsw saturates its int16 pair sums (the path of
 //                 PyTorch's fbgemm/onednn on AVX2 without VNNI)
+//  - s8 sign:     vpsignb + vpmaddubsw + vpmaddwd(1) + vpaddd: exact when
+//                 weights are in [-127, 127] (see s8_sign_maddubs)
 // Each loop keeps 8 independent accumulators in registers and runs 100M
-// iterations; the three alternate, 7 times, and each rate is the median (on
+// iterations; the four alternate, 7 times, and each rate is the median (on
 // a shared machine, the ratios are what to read).
 //   build/bench/mac_throughput
 #include <immintrin.h>
@@ -36,79 +38,84 @@ double median(std::vector<double> v) {
 // Folds the accumulators into one value so that the compiler keeps the loop.
 volatile int sink;
 
-#define EIGHT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+int first_lane(__m256 v) { return int(_mm256_cvtss_f32(v)); }
+int first_lane(__m256i v) { return _mm256_cvtsi256_si32(v); }
 
-double fp32_fma() {
-    return seconds([] {
-        __m256 w = _mm256_set1_ps(0.999f), a = _mm256_set1_ps(1.001f);
-#define DECL(i) __m256 acc##i = _mm256_set1_ps(float(i));
+// Times kIterations of acc = step(acc, a) on 8 independent accumulators
+// (enough to hide the latency); `a` is hidden from the optimizer each
+// iteration so that nothing is hoisted out of the loop.
+template <class V, class Step>
+double time_chains(V a, Step step) {
+    return seconds([&] {
+#define EIGHT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define DECL(i) \
+    V acc##i = a;  \
+    asm volatile("" : "+x"(acc##i));  // eight chains the compiler cannot merge
         EIGHT(DECL)
-#undef DECL
         for (long it = 0; it < kIterations; ++it) {
             asm volatile("" : "+x"(a));
-#define STEP(i) acc##i = _mm256_fmadd_ps(a, w, acc##i);
+#define STEP(i) acc##i = step(acc##i, a);
             EIGHT(STEP)
-#undef STEP
         }
-#define SUM(i) +_mm256_cvtss_f32(acc##i)
-        sink = int(0 EIGHT(SUM));
+#define SUM(i) +first_lane(acc##i)
+        sink = 0 EIGHT(SUM);
 #undef SUM
+#undef STEP
+#undef DECL
+#undef EIGHT
     });
+}
+
+double fp32_fma() {
+    const __m256 w = _mm256_set1_ps(0.999f);
+    return time_chains(_mm256_set1_ps(1.001f), [w](__m256 acc, __m256 a) { return _mm256_fmadd_ps(a, w, acc); });
 }
 
 double int16_madd() {
-    return seconds([] {
-        __m256i w = _mm256_set1_epi16(3), a = _mm256_set1_epi16(5);
-#define DECL(i) __m256i acc##i = _mm256_set1_epi32(i);
-        EIGHT(DECL)
-#undef DECL
-        for (long it = 0; it < kIterations; ++it) {
-            asm volatile("" : "+x"(a));
-#define STEP(i) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(a, w));
-            EIGHT(STEP)
-#undef STEP
-        }
-#define SUM(i) +_mm256_cvtsi256_si32(acc##i)
-        sink = 0 EIGHT(SUM);
-#undef SUM
-    });
+    const __m256i w = _mm256_set1_epi16(3);
+    return time_chains(_mm256_set1_epi16(5),
+                       [w](__m256i acc, __m256i a) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, w)); });
 }
 
 double u8s8_maddubs() {
-    return seconds([] {
-        __m256i w = _mm256_set1_epi8(3), a = _mm256_set1_epi8(5), ones = _mm256_set1_epi16(1);
-#define DECL(i) __m256i acc##i = _mm256_set1_epi32(i);
-        EIGHT(DECL)
-#undef DECL
-        for (long it = 0; it < kIterations; ++it) {
-            asm volatile("" : "+x"(a));
-#define STEP(i) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
-            EIGHT(STEP)
-#undef STEP
-        }
-#define SUM(i) +_mm256_cvtsi256_si32(acc##i)
-        sink = 0 EIGHT(SUM);
-#undef SUM
+    const __m256i w = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    return time_chains(_mm256_set1_epi8(5), [w, ones](__m256i acc, __m256i a) {
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
+    });
+}
+
+// The exact use of vpmaddubsw: |a| (at most 128) times w with a's sign
+// moved onto it (vpsignb); with |w| <= 127 a pair sums to at most 32512, so
+// nothing saturates. Needs weights in [-127, 127] (narrow range).
+double s8_sign_maddubs() {
+    const __m256i w = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    return time_chains(_mm256_set1_epi8(-5), [w, ones](__m256i acc, __m256i a) {
+        const __m256i product_pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(product_pairs, ones));
     });
 }
 
 }  // namespace
 
 int main() {
-    std::vector<double> t_fp32, t_int16, t_u8s8;
+    std::vector<double> t_fp32, t_int16, t_u8s8, t_sign;
     for (int rep = 0; rep < 7; ++rep) {
         t_fp32.push_back(fp32_fma());
         t_int16.push_back(int16_madd());
         t_u8s8.push_back(u8s8_maddubs());
+        t_sign.push_back(s8_sign_maddubs());
     }
     const double steps = double(kIterations) * 8;  // 8 accumulators per iteration
     const double fp32 = steps * 8 / median(t_fp32) / 1e9;
     const double int16 = steps * 16 / median(t_int16) / 1e9;
     const double u8s8 = steps * 32 / median(t_u8s8) / 1e9;
+    const double sign = steps * 32 / median(t_sign) / 1e9;
     std::printf("one core, median of 7 runs, GMAC/s:\n");
     std::printf("  fp32 vfmadd231ps                      %6.1f\n", fp32);
     std::printf("  int16 vpmaddwd + vpaddd (exact)       %6.1f  (%.2fx fp32)\n", int16, int16 / fp32);
     std::printf("  u8s8 vpmaddubsw chain (saturating)    %6.1f  (%.2fx fp32, %.2fx int16)\n", u8s8, u8s8 / fp32,
                 u8s8 / int16);
-    std::printf("RESULT fp32_gmacs=%.1f int16_gmacs=%.1f u8s8_gmacs=%.1f\n", fp32, int16, u8s8);
+    std::printf("  s8 vpsignb + vpmaddubsw chain (exact)  %6.1f  (%.2fx fp32, %.2fx int16)\n", sign, sign / fp32,
+                sign / int16);
+    std::printf("RESULT fp32_gmacs=%.1f int16_gmacs=%.1f u8s8_gmacs=%.1f sign_gmacs=%.1f\n", fp32, int16, u8s8, sign);
 }

@@ -182,6 +182,27 @@ def evaluate(model, x, y, batch=512):
     return 100.0 * correct / len(x)
 
 
+def flipped_batches(images, labels, batch, gen):
+    """One epoch in a random order (torch.randperm from `gen`), each image
+    flipped horizontally with probability 1/2: (x, y) per batch; the last
+    partial batch is kept."""
+    order = torch.randperm(len(images), generator=gen)
+    for i in range(0, len(images), batch):
+        idx = order[i:i + batch]
+        x, y = images[idx], labels[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        yield torch.where(flip[:, None, None, None], x.flip(3), x), y
+
+
+def sgd_step(model, opt, x, y):
+    """One cross-entropy step; returns the loss."""
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def train_fp32(arch, data_dir="/usr/share/datasets/fashion-mnist", epochs=3, batch=128, lr=0.05,
                momentum=0.9, weight_decay=5e-4, seed=0, threads=2, log=print):
     """DESIGN's fp32 recipe: batch 128, SGD momentum 0.9, weight decay 5e-4 (on
@@ -200,20 +221,12 @@ def train_fp32(arch, data_dir="/usr/share/datasets/fashion-mnist", epochs=3, bat
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(train_x), generator=gen)
         start, seen, loss_sum = time.time(), 0, 0.0
-        for i in range(0, len(train_x), batch):
-            idx = order[i:i + batch]
-            x, y = train_x[idx], train_y[idx]
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        for x, y in flipped_batches(train_x, train_y, batch, gen):
+            loss = sgd_step(model, opt, x, y)
             sched.step()
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
         acc = evaluate(model, test_x, test_y)
         log(f"epoch {epoch + 1}/{epochs}: train loss {loss_sum / seen:.4f}, test acc {acc:.2f}%, "
             f"{seen / (time.time() - start):.0f} img/s")
@@ -270,22 +283,14 @@ def qat_int8(arch, checkpoint, engine="onednn", data_dir="/usr/share/datasets/fa
     step = 0
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(train_x), generator=gen)
-        for i in range(0, len(train_x), batch):
+        for x, y in flipped_batches(train_x, train_y, batch, gen):
             if step == freeze_bn_at:
                 model.apply(freeze_bn_stats)
                 log(f"step {step}: BN statistics frozen")
             if step == freeze_ranges_at:
                 model.apply(disable_observer)
                 log(f"step {step}: ranges frozen")
-            idx = order[i:i + batch]
-            x, y = train_x[idx], train_y[idx]
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            sgd_step(model, opt, x, y)
             step += 1
     fake_quant = evaluate(model, test_x, test_y)
     int8 = evaluate(convert_fx(model.eval()), test_x, test_y)
