@@ -12,11 +12,18 @@
 
 namespace qf::infer {
 
-// Conv::Kernel::gemm_padded_input: a GEMM row is the kernel window of one
-// output pixel, read in place from the padded int16 input as runs of
-// contiguous values: one run per kernel row (kernel_w * in_c values) when
-// groups == 1, else one per tap (the group's in_c / groups values).
-static int gemm_segments(const Conv2dParams& p) { return p.groups == 1 ? p.kernel_h : p.kernel_h * p.kernel_w; }
+// Kernel::gemm_padded_input: a GEMM row is the kernel window of one output
+// pixel, read in place from the padded int16 input as runs of contiguous
+// values: one run per kernel row (kernel_w * in_c values) when groups == 1,
+// else one per tap (the group's in_c / groups values). Returns where each run
+// starts, counted from the window's first value of group 0.
+static std::vector<size_t> window_run_offsets(const Conv2dParams& p) {
+    std::vector<size_t> offsets;
+    for (int ky = 0; ky < p.kernel_h; ++ky)
+        for (int kx = 0; kx < (p.groups == 1 ? 1 : p.kernel_w); ++kx)
+            offsets.push_back((size_t(ky) * p.padded_w() + size_t(kx)) * p.in_c);
+    return offsets;
+}
 
 Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias) : params_(p) {
     validate(p, weights, bias);
@@ -28,6 +35,7 @@ Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias
     const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.pad_top == 0 && p.pad_left == 0 &&
                            p.pad_bottom == 0 && p.pad_right == 0;
     kernel_ = pointwise ? Kernel::gemm_pointwise : Kernel::gemm_padded_input;
+    if (!pointwise) window_runs_ = window_run_offsets(p);
     const int out_c_per_group = p.out_c_per_group(), k = p.weights_per_out_channel();
     for (int g = 0; g < p.groups; ++g) {
         // This group's slice of the per-channel vectors (per-tensor ones stay as they are).
@@ -38,7 +46,7 @@ Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias
         const size_t first = size_t(g) * out_c_per_group;
         groups_.push_back(pack_gemm(out_c_per_group, k, weights + first * k, bias ? bias + first : nullptr,
                                     slice(p.weight_zero_points), p.input_zero_point, slice(p.multipliers),
-                                    p.output, pointwise ? 1 : gemm_segments(p)));
+                                    p.output, pointwise ? 1 : int(window_runs_.size())));
     }
 }
 
@@ -49,14 +57,27 @@ void Conv2d::run(int batch, const int8_t* input, int8_t* output, bool use_simd) 
         run_gemm(batch, input, output, use_simd);
 }
 
-// Output pixel `pixel` (b, oy, ox flattened) of group g as one GEMM row, for
-// a pointwise kernel: a pointer into the input, no copy.
-static const int8_t* pointwise_row(const Conv2dParams& p, const int8_t* input, int64_t pixel, int g) {
-    const int out_h = p.out_h(), out_w = p.out_w();
-    const int b = int(pixel / (int64_t(out_h) * out_w));
-    const int oy = int(pixel / out_w % out_h), ox = int(pixel % out_w);
-    const int8_t* image = input + size_t(b) * p.in_h * p.in_w * p.in_c + size_t(g) * p.in_c_per_group();
-    return image + (size_t(oy) * p.stride_h * p.in_w + size_t(ox) * p.stride_w) * p.in_c;
+// An output pixel (b, oy, ox); a panel of kGemmTileM pixels walks them in order.
+struct PixelCursor {
+    int b, oy, ox;
+    PixelCursor(const Conv2dParams& p, int64_t pixel)
+        : b(int(pixel / (int64_t(p.out_h()) * p.out_w()))),
+          oy(int(pixel / p.out_w() % p.out_h())),
+          ox(int(pixel % p.out_w())) {}
+    void next(const Conv2dParams& p) {
+        if (++ox < p.out_w()) return;
+        ox = 0;
+        if (++oy < p.out_h()) return;
+        oy = 0;
+        ++b;
+    }
+};
+
+// Output pixel `at` of group g as one GEMM row, for a pointwise kernel: a
+// pointer into the input, no copy.
+static const int8_t* pointwise_row(const Conv2dParams& p, const int8_t* input, const PixelCursor& at, int g) {
+    const int8_t* image = input + size_t(at.b) * p.in_h * p.in_w * p.in_c + size_t(g) * p.in_c_per_group();
+    return image + (size_t(at.oy) * p.stride_h * p.in_w + size_t(at.ox) * p.stride_w) * p.in_c;
 }
 
 // The input sign-extended to int16 inside its padding (the input zero
@@ -65,8 +86,8 @@ static const int8_t* pointwise_row(const Conv2dParams& p, const int8_t* input, i
 // padded image are spread over the threads of the enclosing parallel region.
 static void widen_padded(const Conv2dParams& p, int batch, const int8_t* input, int16_t* padded,
                          bool use_simd) {
-    const int padded_h = p.in_h + p.pad_top + p.pad_bottom, padded_w = p.in_w + p.pad_left + p.pad_right;
-    const size_t line = size_t(padded_w) * p.in_c, left = size_t(p.pad_left) * p.in_c;
+    const int padded_h = p.padded_h();
+    const size_t line = size_t(p.padded_w()) * p.in_c, left = size_t(p.pad_left) * p.in_c;
     const size_t right = size_t(p.pad_right) * p.in_c, values = size_t(p.in_w) * p.in_c;
     const int16_t zx = int16_t(p.input_zero_point);
 #pragma omp for schedule(static)
@@ -94,22 +115,6 @@ static void widen_padded(const Conv2dParams& p, int batch, const int8_t* input, 
     padded[size_t(batch) * padded_h * line] = 0;
 }
 
-// Each thread's panel of kGemmTileM output pixels walks the pixels in order.
-struct PixelCursor {
-    int b, oy, ox;
-    PixelCursor(const Conv2dParams& p, int64_t pixel)
-        : b(int(pixel / (int64_t(p.out_h()) * p.out_w()))),
-          oy(int(pixel / p.out_w() % p.out_h())),
-          ox(int(pixel % p.out_w())) {}
-    void next(const Conv2dParams& p) {
-        if (++ox < p.out_w()) return;
-        ox = 0;
-        if (++oy < p.out_h()) return;
-        oy = 0;
-        ++b;
-    }
-};
-
 void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_simd) const {
     const Conv2dParams& p = params_;
     const bool pointwise = kernel_ == Kernel::gemm_pointwise;
@@ -123,15 +128,15 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
     // The padded input lives on the calling thread between calls: one buffer
     // for every layer, grown to the largest.
     static thread_local std::vector<int16_t> padded_buffer;
-    const int padded_h = p.in_h + p.pad_top + p.pad_bottom, padded_w = p.in_w + p.pad_left + p.pad_right;
-    if (!pointwise) padded_buffer.resize(std::max(padded_buffer.size(), size_t(batch) * padded_h * padded_w * p.in_c + 1));
+    const size_t padded_image = size_t(p.padded_h()) * p.padded_w() * p.in_c;
+    if (!pointwise) padded_buffer.resize(std::max(padded_buffer.size(), batch * padded_image + 1));
     int16_t* padded = padded_buffer.data();  // thread_local: only this pointer is shared
-    const int segments = gemm_segments(p);
+    const int segments = int(window_runs_.size());
 
 #pragma omp parallel num_threads(threads)
     {
         std::vector<int16_t> scratch(pointwise ? gemm_scratch_size(groups_[0]) : 0);
-        std::vector<const int16_t*> runs(pointwise ? 0 : size_t(kGemmTileM) * segments);
+        std::vector<const int16_t*> runs(size_t(kGemmTileM) * segments);
         if (!pointwise) widen_padded(p, batch, input, padded, use_simd);  // ends in a barrier
 #pragma omp for schedule(static)
         for (int64_t panel = 0; panel < panels; ++panel) {
@@ -139,21 +144,20 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
             const int count = int(std::min<int64_t>(kGemmTileM, pixels - first));
             for (int g = 0; g < p.groups; ++g) {
                 int8_t* c = output + first * p.out_c + g * out_c_per_group;
+                PixelCursor at(p, first);
                 if (pointwise) {
                     const int8_t* rows[kGemmTileM];
-                    for (int r = 0; r < count; ++r) rows[r] = pointwise_row(p, input, first + r, g);
+                    for (int r = 0; r < count; ++r, at.next(p)) rows[r] = pointwise_row(p, input, at, g);
                     panel_kernel(groups_[size_t(g)], rows, count, c, size_t(p.out_c), scratch.data());
                     continue;
                 }
-                PixelCursor at(p, first);
-                for (int r = 0; r < count; ++r, at.next(p))
-                    for (int s = 0; s < segments; ++s) {
-                        const int ky = p.groups == 1 ? s : s / p.kernel_w;
-                        const int x = at.ox * p.stride_w + (p.groups == 1 ? 0 : s % p.kernel_w);
-                        const int64_t y = int64_t(at.b) * padded_h + at.oy * p.stride_h + ky;
-                        runs[r * segments + s] = padded + (size_t(y) * padded_w + size_t(x)) * p.in_c +
-                                                 (p.groups == 1 ? 0 : size_t(g) * p.in_c_per_group());
-                    }
+                for (int r = 0; r < count; ++r, at.next(p)) {
+                    const int16_t* window =
+                        padded + at.b * padded_image +
+                        (size_t(at.oy) * p.stride_h * p.padded_w() + size_t(at.ox) * p.stride_w) * p.in_c +
+                        size_t(g) * p.in_c_per_group();
+                    for (int s = 0; s < segments; ++s) runs[r * segments + s] = window + window_runs_[size_t(s)];
+                }
                 runs_kernel(groups_[size_t(g)], runs.data(), count, c, size_t(p.out_c));
             }
         }

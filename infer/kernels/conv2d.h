@@ -39,6 +39,7 @@ private:
     Conv2dParams params_;
     Kernel kernel_;
     std::vector<PackedGemm> groups_;  // the GEMM kernels: one per group
+    std::vector<size_t> window_runs_;  // gemm_padded_input: where each run of a window starts
     PackedDepthwise3x3 depthwise_;
 };
 

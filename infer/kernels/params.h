@@ -55,8 +55,10 @@ struct Conv2dParams {
     std::vector<QuantizedMultiplier> multipliers;     // 1 or out_c: sw * sx / sy
     OutputRange output;
 
-    int out_h() const { return (in_h + pad_top + pad_bottom - kernel_h) / stride_h + 1; }
-    int out_w() const { return (in_w + pad_left + pad_right - kernel_w) / stride_w + 1; }
+    int padded_h() const { return in_h + pad_top + pad_bottom; }
+    int padded_w() const { return in_w + pad_left + pad_right; }
+    int out_h() const { return (padded_h() - kernel_h) / stride_h + 1; }
+    int out_w() const { return (padded_w() - kernel_w) / stride_w + 1; }
     int in_c_per_group() const { return in_c / groups; }
     int out_c_per_group() const { return out_c / groups; }
     int weights_per_out_channel() const { return kernel_h * kernel_w * in_c_per_group(); }
