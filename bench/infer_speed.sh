@@ -143,15 +143,15 @@ bound="## What bounds the int8 kernels on this machine
 $peaks
 \`\`\`
 
-qforge's int8 GEMM multiplies int16 with vpmaddwd, whose int32 sums are exact. On this AVX2
-machine without VNNI that instruction runs at about the rate of fp32 FMA, so int8 beats qforge's
-own fp32 by what it saves around the multiplies (memory, im2col, BN and activation passes), not by
-multiplying faster. PyTorch's onednn engine multiplies u8 x s8 with vpmaddubsw at twice that rate,
-but vpmaddubsw saturates its int16 pair sums (255 * 127 * 2 > 32767), so its int8 model is not the
-arithmetic the quantization simulated. The exact way to that rate is the s8 sign chain (|a| times w
-with a's sign moved onto it: pair sums at most 128 * 127 * 2 = 32512): it needs weights in
-[-127, 127], i.e. narrow-range symmetric weights (TFLite's int8 convention), which qforge's 8-bit
-weights are not by default ([-128, 127], as PyTorch's)."
+qforge's int8 GEMM multiplies int16 with vpmaddwd, whose int32 sums are exact: 16 MACs per
+vpmaddwd + vpaddd. PyTorch's onednn engine on AVX2 without VNNI multiplies u8 x s8 with
+vpmaddubsw (32 MACs per vpmaddubsw + vpmaddwd + vpaddd), but vpmaddubsw saturates its int16 pair
+sums (255 * 127 * 2 > 32767), so its int8 model is not the arithmetic the quantization
+simulated; the u8s8 line above is what that buys it. The exact variant of that chain (the
+s8 sign chain: |a| times w with a's sign moved onto w by vpsignb, pair sums at most
+128 * 127 * 2 = 32512, needs weights in [-127, 127]) costs one more instruction per 32 MACs and
+does not beat plain int16 here. So qforge keeps vpmaddwd; how close its kernels run to that
+line is what a faster int8 model has left (per-layer times: \`infer MODEL --profile\`)."
 echo
 echo "$bound"
 if [ -n "$out" ]; then

@@ -8,7 +8,7 @@
 //                 PyTorch's fbgemm/onednn on AVX2 without VNNI)
 //  - s8 sign:     vpsignb + vpmaddubsw + vpmaddwd(1) + vpaddd: exact when
 //                 weights are in [-127, 127] (see s8_sign_maddubs)
-// Each loop keeps 8 independent accumulators in registers and runs 100M
+// Each loop keeps independent accumulators in registers and runs 100M
 // iterations; the four alternate, 7 times, and each rate is the median (on
 // a shared machine, the ratios are what to read).
 //   build/bench/mac_throughput
@@ -41,45 +41,61 @@ volatile int sink;
 int first_lane(__m256 v) { return int(_mm256_cvtss_f32(v)); }
 int first_lane(__m256i v) { return _mm256_cvtsi256_si32(v); }
 
-// Times kIterations of acc = step(acc, a) on 8 independent accumulators
-// (enough to hide the latency); `a` is hidden from the optimizer each
-// iteration so that nothing is hoisted out of the loop.
-template <class V, class Step>
-double time_chains(V a, Step step) {
-    return seconds([&] {
-#define EIGHT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define DECL(i) \
-    V acc##i = a;  \
-    asm volatile("" : "+x"(acc##i));  // eight chains the compiler cannot merge
-        EIGHT(DECL)
-        for (long it = 0; it < kIterations; ++it) {
-            asm volatile("" : "+x"(a));
-#define STEP(i) acc##i = step(acc##i, a);
-            EIGHT(STEP)
-        }
+// Time per step of kIterations of acc = step(acc, a), in independent chains
+// the compiler cannot merge (asm volatile hides their values).
+//  - The integer loops have only the add on the chain: 4 chains hide its
+//    latency. Each chain gets its own operand `a`, hidden every iteration:
+//    with one shared operand the compiler computes the multiplies once per
+//    iteration and the loop times only the adds. 4 x 2 operands fit in the
+//    16 ymm registers (spilled accumulators would time the stores).
+//  - The fp32 FMA is itself on the chain (latency 4, two per cycle): it needs
+//    8 chains, and cannot be merged even with a shared operand.
+#define CHAINS4(X) X(0) X(1) X(2) X(3)
+#define CHAINS8(X) CHAINS4(X) X(4) X(5) X(6) X(7)
+#define DECLARE(i) \
+    V acc##i = a;   \
+    asm volatile("" : "+x"(acc##i));
+#define DECLARE_OPERAND(i) V a##i = a;
+#define STEP_OWN_OPERAND(i)        \
+    asm volatile("" : "+x"(a##i)); \
+    acc##i = step(acc##i, a##i);
+#define STEP_SHARED_OPERAND(i) acc##i = step(acc##i, a);
 #define SUM(i) +first_lane(acc##i)
-        sink = 0 EIGHT(SUM);
-#undef SUM
-#undef STEP
-#undef DECL
-#undef EIGHT
-    });
+#define TIME_CHAINS(CHAINS, STEP, HIDE_SHARED, n)                      \
+    return seconds([&] {                                              \
+               CHAINS(DECLARE) for (long it = 0; it < kIterations; ++it) { \
+                   HIDE_SHARED;                                       \
+                   CHAINS(STEP)                                       \
+               }                                                      \
+               sink = 0 CHAINS(SUM);                                  \
+           }) /                                                       \
+           (double(kIterations) * n);
+
+template <class V, class Step>
+double time_4_chains(V a, Step step) {
+    CHAINS4(DECLARE_OPERAND)
+    TIME_CHAINS(CHAINS4, STEP_OWN_OPERAND, (void)0, 4)
+}
+
+template <class V, class Step>
+double time_8_chains(V a, Step step) {
+    TIME_CHAINS(CHAINS8, STEP_SHARED_OPERAND, asm volatile("" : "+x"(a)), 8)
 }
 
 double fp32_fma() {
     const __m256 w = _mm256_set1_ps(0.999f);
-    return time_chains(_mm256_set1_ps(1.001f), [w](__m256 acc, __m256 a) { return _mm256_fmadd_ps(a, w, acc); });
+    return time_8_chains(_mm256_set1_ps(1.001f), [w](__m256 acc, __m256 a) { return _mm256_fmadd_ps(a, w, acc); });
 }
 
 double int16_madd() {
     const __m256i w = _mm256_set1_epi16(3);
-    return time_chains(_mm256_set1_epi16(5),
+    return time_4_chains(_mm256_set1_epi16(5),
                        [w](__m256i acc, __m256i a) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, w)); });
 }
 
 double u8s8_maddubs() {
     const __m256i w = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    return time_chains(_mm256_set1_epi8(5), [w, ones](__m256i acc, __m256i a) {
+    return time_4_chains(_mm256_set1_epi8(5), [w, ones](__m256i acc, __m256i a) {
         return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
     });
 }
@@ -89,7 +105,7 @@ double u8s8_maddubs() {
 // nothing saturates. Needs weights in [-127, 127] (narrow range).
 double s8_sign_maddubs() {
     const __m256i w = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    return time_chains(_mm256_set1_epi8(-5), [w, ones](__m256i acc, __m256i a) {
+    return time_4_chains(_mm256_set1_epi8(-5), [w, ones](__m256i acc, __m256i a) {
         const __m256i product_pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
         return _mm256_add_epi32(acc, _mm256_madd_epi16(product_pairs, ones));
     });
@@ -105,11 +121,10 @@ int main() {
         t_u8s8.push_back(u8s8_maddubs());
         t_sign.push_back(s8_sign_maddubs());
     }
-    const double steps = double(kIterations) * 8;  // 8 accumulators per iteration
-    const double fp32 = steps * 8 / median(t_fp32) / 1e9;
-    const double int16 = steps * 16 / median(t_int16) / 1e9;
-    const double u8s8 = steps * 32 / median(t_u8s8) / 1e9;
-    const double sign = steps * 32 / median(t_sign) / 1e9;
+    const double fp32 = 8 / median(t_fp32) / 1e9;
+    const double int16 = 16 / median(t_int16) / 1e9;
+    const double u8s8 = 32 / median(t_u8s8) / 1e9;
+    const double sign = 32 / median(t_sign) / 1e9;
     std::printf("one core, median of 7 runs, GMAC/s:\n");
     std::printf("  fp32 vfmadd231ps                      %6.1f\n", fp32);
     std::printf("  int16 vpmaddwd + vpaddd (exact)       %6.1f  (%.2fx fp32)\n", int16, int16 / fp32);
