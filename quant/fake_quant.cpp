@@ -10,7 +10,7 @@
 #include <cmath>
 #include <vector>
 
-#include "quant/grad_buffer.h"
+#include "autograd/grad_buffer.h"
 
 namespace qf::quant {
 
@@ -66,7 +66,7 @@ void straight_through_span(const float* __restrict x, const float* __restrict dy
     }
 }
 
-// The same, in place in dy (quant/grad_buffer.h): d = (in range ? d : 0) + 0,
+// The same, in place in dy (autograd/grad_buffer.h): d = (in range ? d : 0) + 0,
 // what dx holds after dx = 0 + (in range ? dy : 0).
 void straight_through_in_place_span(const float* __restrict x, float* __restrict d, int64_t n, Step st,
                                     float qmin, float qmax) {

@@ -5,7 +5,7 @@
 #include <limits>
 #include <set>
 
-#include "quant/grad_buffer.h"
+#include "autograd/grad_buffer.h"
 
 namespace qf::quant {
 

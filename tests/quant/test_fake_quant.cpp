@@ -297,7 +297,7 @@ TEST_CASE("learned scale at or below 0 quantizes with kMinScale") {
 }
 
 TEST_CASE("the straight-through backward handing its buffer to x equals the zero-filled one, bit for bit") {
-    // Big enough for the hand-over path (quant/grad_buffer.h); dy holds -0,
+    // Big enough for the hand-over path (autograd/grad_buffer.h); dy holds -0,
     // values out of range and NaN inputs, where the two paths could differ.
     const int64_t n = 3 * (1 << 14) + 7;
     std::mt19937 rng(3);

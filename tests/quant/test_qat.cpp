@@ -175,7 +175,7 @@ TEST_CASE("a QAT conv training step equals its composition of autograd ops, bit 
     // QatConvBnAct's batch-statistics forward as written in quant/qat.h, from
     // scale_channels, fake_quantize, conv2d and batch_norm, against the layer.
     // Big enough (8x16x16x16) for the backwards that hand their gradient
-    // buffer on (quant/grad_buffer.h).
+    // buffer on (autograd/grad_buffer.h).
     for (const bool depthwise : {false, true}) {
         CAPTURE(depthwise);
         const int cin = depthwise ? 16 : 8, groups = depthwise ? 16 : 1;

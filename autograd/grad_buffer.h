@@ -8,7 +8,7 @@
 // fewer. This leans on the tape's rule (autograd/tensor.cpp backward()): an
 // intermediate's gradient is read by nobody after its producer's backward ran
 // (the tape hands it back to the pool right then). The loss keeps its
-// gradient; it holds one element, below kMinElements, so it is never taken.
+// gradient; it holds one element, below kMinHandedElements, so it is never taken.
 //
 // Results are those of the zero-filled path bit for bit as long as the op
 // writes f(dy) + 0.0f (so a -0 becomes +0, as 0 + -0 does).
@@ -17,7 +17,7 @@
 
 #include "autograd/tensor.h"
 
-namespace qf::quant {
+namespace qf {
 
 // Small tensors keep the plain path: nothing to save there.
 constexpr int64_t kMinHandedElements = 1 << 14;
@@ -35,4 +35,4 @@ inline void hand_grad(Tensor& out, Tensor& x) {
     out.storage()->grad.clear();
 }
 
-}  // namespace qf::quant
+}  // namespace qf
