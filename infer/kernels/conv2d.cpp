@@ -25,11 +25,19 @@ static std::vector<size_t> window_run_offsets(const Conv2dParams& p) {
     return offsets;
 }
 
-Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias) : params_(p) {
+Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias, Winograd winograd)
+    : params_(p) {
     validate(p, weights, bias);
     if (is_depthwise3x3(p)) {
         kernel_ = Kernel::depthwise3x3;
         depthwise_ = pack_depthwise3x3(p, weights, bias);
+        return;
+    }
+    const bool winograd_wanted = winograd == Winograd::whenever_exact ||
+                                 (winograd == Winograd::when_faster && p.in_c >= kWinogradMinInChannels);
+    if (winograd_wanted && is_winograd3x3_shape(p) && winograd3x3_fits(p, weights)) {
+        kernel_ = Kernel::winograd3x3;
+        winograd_ = pack_winograd3x3(p, weights, bias);
         return;
     }
     const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.pad_top == 0 && p.pad_left == 0 &&
@@ -117,9 +125,10 @@ static void widen_padded(const Conv2dParams& p, int batch, const int8_t* input, 
 
 void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_simd) const {
     const Conv2dParams& p = params_;
-    const bool pointwise = kernel_ == Kernel::gemm_pointwise;
+    const bool pointwise = kernel_ == Kernel::gemm_pointwise, winograd = kernel_ == Kernel::winograd3x3;
     const int64_t pixels = int64_t(batch) * p.out_h() * p.out_w();
     const int64_t panels = (pixels + kGemmTileM - 1) / kGemmTileM;
+    const int64_t tiles = winograd ? int64_t(winograd_.tiles(batch)) : 0;
     const int k = p.weights_per_out_channel(), out_c_per_group = p.out_c_per_group();
     auto panel_kernel = use_simd ? qs8_gemm_panel : qs8_gemm_panel_scalar;
     auto runs_kernel = use_simd ? qs8_gemm_panel_widened : qs8_gemm_panel_widened_scalar;
@@ -138,27 +147,36 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
         std::vector<int16_t> scratch(pointwise ? gemm_scratch_size(groups_[0]) : 0);
         std::vector<const int16_t*> runs(size_t(kGemmTileM) * segments);
         if (!pointwise) widen_padded(p, batch, input, padded, use_simd);  // ends in a barrier
+        if (winograd) {
+            WinogradScratch winograd_scratch(winograd_);
 #pragma omp for schedule(static)
-        for (int64_t panel = 0; panel < panels; ++panel) {
-            const int64_t first = panel * kGemmTileM;
-            const int count = int(std::min<int64_t>(kGemmTileM, pixels - first));
-            for (int g = 0; g < p.groups; ++g) {
-                int8_t* c = output + first * p.out_c + g * out_c_per_group;
-                PixelCursor at(p, first);
-                if (pointwise) {
-                    const int8_t* rows[kGemmTileM];
-                    for (int r = 0; r < count; ++r, at.next(p)) rows[r] = pointwise_row(p, input, at, g);
-                    panel_kernel(groups_[size_t(g)], rows, count, c, size_t(p.out_c), scratch.data());
-                    continue;
+            for (int64_t first = 0; first < tiles; first += kWinogradTiles)
+                qs8_winograd3x3_panel(winograd_, padded, size_t(first),
+                                      int(std::min<int64_t>(kWinogradTiles, tiles - first)), output, winograd_scratch,
+                                      use_simd);
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t panel = 0; panel < panels; ++panel) {
+                const int64_t first = panel * kGemmTileM;
+                const int count = int(std::min<int64_t>(kGemmTileM, pixels - first));
+                for (int g = 0; g < p.groups; ++g) {
+                    int8_t* c = output + first * p.out_c + g * out_c_per_group;
+                    PixelCursor at(p, first);
+                    if (pointwise) {
+                        const int8_t* rows[kGemmTileM];
+                        for (int r = 0; r < count; ++r, at.next(p)) rows[r] = pointwise_row(p, input, at, g);
+                        panel_kernel(groups_[size_t(g)], rows, count, c, size_t(p.out_c), scratch.data());
+                        continue;
+                    }
+                    for (int r = 0; r < count; ++r, at.next(p)) {
+                        const int16_t* window =
+                            padded + at.b * padded_image +
+                            (size_t(at.oy) * p.stride_h * p.padded_w() + size_t(at.ox) * p.stride_w) * p.in_c +
+                            size_t(g) * p.in_c_per_group();
+                        for (int s = 0; s < segments; ++s) runs[r * segments + s] = window + window_runs_[size_t(s)];
+                    }
+                    runs_kernel(groups_[size_t(g)], runs.data(), count, c, size_t(p.out_c));
                 }
-                for (int r = 0; r < count; ++r, at.next(p)) {
-                    const int16_t* window =
-                        padded + at.b * padded_image +
-                        (size_t(at.oy) * p.stride_h * p.padded_w() + size_t(at.ox) * p.stride_w) * p.in_c +
-                        size_t(g) * p.in_c_per_group();
-                    for (int s = 0; s < segments; ++s) runs[r * segments + s] = window + window_runs_[size_t(s)];
-                }
-                runs_kernel(groups_[size_t(g)], runs.data(), count, c, size_t(p.out_c));
             }
         }
     }

@@ -3,10 +3,7 @@
 
 namespace qf::infer {
 
-PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
-                     const std::vector<int32_t>& weight_zero_points, int32_t input_zero_point,
-                     const std::vector<QuantizedMultiplier>& multipliers, OutputRange output,
-                     int segments) {
+PackedGemm pack_gemm_layout(int n, int k, const int16_t* weights, int segments) {
     PackedGemm g;
     g.n = n;
     g.k = k;
@@ -15,23 +12,34 @@ PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
     g.segment_pairs = (run + 1) / 2;
     g.k_pairs = segments * g.segment_pairs;
     g.n_tiles = (n + kGemmTileN - 1) / kGemmTileN;
-    const int padded_n = g.n_tiles * kGemmTileN;
     g.weights.assign(size_t(g.n_tiles) * g.k_pairs * kGemmTileN * 2, 0);
-    g.bias.assign(size_t(padded_n), 0);
+    g.bias.assign(size_t(g.n_tiles) * kGemmTileN, 0);
     for (int col = 0; col < n; ++col) {
-        const int32_t zw = per_channel(weight_zero_points, col);
-        const int8_t* row = weights + size_t(col) * k;
+        const int16_t* row = weights + size_t(col) * k;
         int16_t* tile = g.weights.data() + size_t(col / kGemmTileN) * g.k_pairs * kGemmTileN * 2;
-        int32_t sum = 0;  // |sum| <= 255 k, within the bound validate() checked
         for (int i = 0; i < k; ++i) {
-            const int16_t w = int16_t(row[i] - zw);
             const int at = i / run * 2 * g.segment_pairs + i % run;  // its place in the padded runs
-            tile[(size_t(at / 2) * kGemmTileN + col % kGemmTileN) * 2 + at % 2] = w;
-            sum += w;
+            tile[(size_t(at / 2) * kGemmTileN + col % kGemmTileN) * 2 + at % 2] = row[i];
         }
+    }
+    return g;
+}
+
+PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
+                     const std::vector<int32_t>& weight_zero_points, int32_t input_zero_point,
+                     const std::vector<QuantizedMultiplier>& multipliers, OutputRange output,
+                     int segments) {
+    std::vector<int16_t> centered(size_t(n) * k);  // W - zw
+    for (int col = 0; col < n; ++col)
+        for (int i = 0; i < k; ++i)
+            centered[size_t(col) * k + i] = int16_t(weights[size_t(col) * k + i] - per_channel(weight_zero_points, col));
+    PackedGemm g = pack_gemm_layout(n, k, centered.data(), segments);
+    for (int col = 0; col < n; ++col) {
+        int32_t sum = 0;  // |sum| <= 255 k, within the bound validate() checked
+        for (int i = 0; i < k; ++i) sum += centered[size_t(col) * k + i];
         g.bias[size_t(col)] = (bias ? bias[col] : 0) - input_zero_point * sum;
     }
-    g.requantization = ChannelRequantization(multipliers, n, padded_n, output);
+    g.requantization = ChannelRequantization(multipliers, n, g.n_tiles * kGemmTileN, output);
     return g;
 }
 
@@ -54,21 +62,28 @@ void qs8_gemm_panel_scalar(const PackedGemm& g, const int8_t* const* rows, int c
     qs8_gemm_panel_widened_scalar(g, runs, count, c, ldc);
 }
 
+// Row r, column col of the product (no bias), from the runs of row r.
+static int32_t dot_runs(const PackedGemm& g, const int16_t* const* runs, int r, int col) {
+    const int16_t* w = g.weights.data() + size_t(col / kGemmTileN) * g.k_pairs * kGemmTileN * 2 + (col % kGemmTileN) * 2;
+    int32_t acc = 0;
+    for (int s = 0; s < g.segments; ++s) {
+        const int16_t* a = runs[r * g.segments + s];
+        for (int p = 0; p < g.segment_pairs; ++p, w += kGemmTileN * 2) acc += a[2 * p] * w[0] + a[2 * p + 1] * w[1];
+    }
+    return acc;
+}
+
 void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
                                    size_t ldc) {
-    for (int r = 0; r < count; ++r) {
-        for (int col = 0; col < g.n; ++col) {
-            const int16_t* w = g.weights.data() + size_t(col / kGemmTileN) * g.k_pairs * kGemmTileN * 2 +
-                               (col % kGemmTileN) * 2;
-            int32_t acc = g.bias[size_t(col)];
-            for (int s = 0; s < g.segments; ++s) {
-                const int16_t* a = runs[r * g.segments + s];
-                for (int p = 0; p < g.segment_pairs; ++p, w += kGemmTileN * 2)
-                    acc += a[2 * p] * w[0] + a[2 * p + 1] * w[1];
-            }
-            c[r * ldc + col] = int8_t(g.requantization.apply(acc, col));
-        }
-    }
+    for (int r = 0; r < count; ++r)
+        for (int col = 0; col < g.n; ++col)
+            c[r * ldc + col] = int8_t(g.requantization.apply(g.bias[size_t(col)] + dot_runs(g, runs, r, col), col));
+}
+
+void qs8_gemm_panel_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+                                         size_t ldc) {
+    for (int r = 0; r < count; ++r)
+        for (int col = 0; col < g.n; ++col) c[r * ldc + col] = dot_runs(g, runs, r, col);
 }
 
 void qs8_gemm_panel(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c, size_t ldc,
@@ -85,6 +100,15 @@ void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* const* runs, int
     qs8_gemm_panel_widened_avx2(g, runs, count, c, ldc);
 #else
     qs8_gemm_panel_widened_scalar(g, runs, count, c, ldc);
+#endif
+}
+
+void qs8_gemm_panel_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+                                  size_t ldc) {
+#ifdef __AVX2__
+    qs8_gemm_panel_widened_int32_avx2(g, runs, count, c, ldc);
+#else
+    qs8_gemm_panel_widened_int32_scalar(g, runs, count, c, ldc);
 #endif
 }
 

@@ -58,6 +58,11 @@ PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
                      const std::vector<QuantizedMultiplier>& multipliers, OutputRange output,
                      int segments = 1);
 
+// The weight layout alone, from int16 values [n][k] (W - zw, or any values
+// in [-2^15, 2^15)); bias zero, no requantization: for callers that add
+// their own bias and output stage (the Winograd kernel).
+PackedGemm pack_gemm_layout(int n, int k, const int16_t* weights, int segments = 1);
+
 // Int16 scratch one thread needs for qs8_gemm_panel: kGemmTileM rows of 2 * k_pairs.
 inline size_t gemm_scratch_size(const PackedGemm& g) { return size_t(kGemmTileM) * 2 * size_t(g.k_pairs); }
 
@@ -84,6 +89,17 @@ void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* const* ru
 #ifdef __AVX2__
 void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
                                  size_t ldc);
+#endif
+
+// The product alone, without bias and output stage: c[r * ldc + col] for
+// col < n gets sum_k W'[col][k] * A[r][k] as int32 (the caller proves it fits).
+void qs8_gemm_panel_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+                                  size_t ldc);
+void qs8_gemm_panel_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+                                         size_t ldc);
+#ifdef __AVX2__
+void qs8_gemm_panel_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+                                       size_t ldc);
 #endif
 
 }  // namespace qf::infer

@@ -44,8 +44,10 @@ void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int cou
     qs8_gemm_panel_widened_avx2(g, runs, count, c, ldc);
 }
 
-void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
-                                 size_t ldc) {
+// Runs the 4 x 16 tile over every tile of channels and hands each tile's
+// accumulators (row r, channels 0-7 and 8-15) to finish(tile, acc).
+template <class Finish>
+static inline void for_each_tile(const PackedGemm& g, const int16_t* const* runs, int count, Finish finish) {
     const int segments = g.segments;
     // Missing rows of a short panel repeat row 0: computed, never stored.
     const int16_t* const* row0 = runs;
@@ -77,12 +79,19 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
                 acc31 = _mm256_add_epi32(acc31, _mm256_madd_epi16(a, w1));
             }
         }
+        const __m256i acc[kGemmTileM][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21}, {acc30, acc31}};
+        finish(tile, acc);
+    }
+}
+
+void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int8_t* c,
+                                 size_t ldc) {
+    for_each_tile(g, runs, count, [&](int tile, const __m256i (&acc)[kGemmTileM][2]) {
         const int col = tile * kGemmTileN;
         const __m256i bias0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias.data() + col));
         const __m256i bias1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias.data() + col + 8));
         const avx2::RequantizeLanes q0 = g.requantization.lanes(col);
         const avx2::RequantizeLanes q1 = g.requantization.lanes(col + 8);
-        const __m256i acc[kGemmTileM][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21}, {acc30, acc31}};
         const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
         for (int r = 0; r < count; ++r) {
             const __m256i out0 = g.requantization.apply(_mm256_add_epi32(acc[r][0], bias0), q0);
@@ -96,7 +105,27 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
                 std::memcpy(dst, tmp, size_t(cols));
             }
         }
-    }
+    });
+}
+
+void qs8_gemm_panel_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+                                       size_t ldc) {
+    for_each_tile(g, runs, count, [&](int tile, const __m256i (&acc)[kGemmTileM][2]) {
+        const int col = tile * kGemmTileN;
+        const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
+        for (int r = 0; r < count; ++r) {
+            int32_t* dst = c + r * ldc + col;
+            if (cols == kGemmTileN) {
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), acc[r][0]);
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), acc[r][1]);
+            } else {
+                int32_t tmp[kGemmTileN];
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp), acc[r][0]);
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp + 8), acc[r][1]);
+                std::memcpy(dst, tmp, sizeof(int32_t) * size_t(cols));
+            }
+        }
+    });
 }
 
 }  // namespace qf::infer

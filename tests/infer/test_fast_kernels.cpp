@@ -41,6 +41,8 @@ struct ConvCase {
         bias = random_int32(rng, size_t(p.out_c), -100000, 100000);
     }
 
+    void input_zero_point_fixed(int32_t zx) { p.input_zero_point = zx; }
+
     std::string describe() const {
         return "batch " + std::to_string(batch) + " in " + std::to_string(p.in_h) + "x" + std::to_string(p.in_w) +
                "x" + std::to_string(p.in_c) + " out_c " + std::to_string(p.out_c) + " kernel " +
@@ -51,17 +53,27 @@ struct ConvCase {
                " per-channel " + std::to_string(p.multipliers.size() > 1);
     }
 
-    // Runs the prepared op on both paths and the reference; all must agree exactly.
-    void check() const {
+    // Runs the prepared op on both paths and the reference; all must agree
+    // exactly. A 3x3 stride-1 convolution runs both with and without Winograd.
+    // Returns whether the first prepared op took the Winograd kernel.
+    bool check() const {
         INFO(describe());
         const size_t out_size = size_t(batch) * p.out_h() * p.out_w() * p.out_c;
-        std::vector<int8_t> expected(out_size), fast(out_size, 0x55), portable(out_size, 0x55);
+        std::vector<int8_t> expected(out_size);
         reference::conv2d(p, batch, input.data(), weights.data(), bias.data(), expected.data());
-        const Conv2d conv(p, weights.data(), bias.data());
-        conv.run(batch, input.data(), fast.data());
-        conv.run(batch, input.data(), portable.data(), false);
-        REQUIRE(fast == expected);
-        REQUIRE(portable == expected);
+        bool winograd = false;
+        for (const auto use : {Conv2d::Winograd::whenever_exact, Conv2d::Winograd::never}) {
+            INFO("winograd allowed " << (use == Conv2d::Winograd::whenever_exact));
+            const Conv2d conv(p, weights.data(), bias.data(), use);
+            if (use == Conv2d::Winograd::whenever_exact) winograd = conv.uses_winograd();
+            std::vector<int8_t> fast(out_size, 0x55), portable(out_size, 0x55);
+            conv.run(batch, input.data(), fast.data());
+            conv.run(batch, input.data(), portable.data(), false);
+            REQUIRE(fast == expected);
+            REQUIRE(portable == expected);
+            if (!winograd) break;  // the same op twice
+        }
+        return winograd;
     }
 };
 
@@ -103,6 +115,43 @@ TEST_CASE("conv2d 1x1 (GEMM on the input in place) matches the reference") {
         p.in_c = p.groups * uniform_int(rng, 1, 40);  // k odd and even, below and above 16
         ConvCase(rng, p, uniform_int(rng, 1, 4)).check();
     }
+}
+
+TEST_CASE("conv2d 3x3 stride 1 (exact integer Winograd) matches the reference") {
+    std::mt19937_64 rng(26);
+    for (int iter = 0; iter < 200; ++iter) {
+        Conv2dParams p = random_conv_shape(rng, 1, 3);
+        p.kernel_w = 3;
+        p.stride_h = p.stride_w = 1;
+        p.pad_left = uniform_int(rng, 0, 2);
+        p.pad_right = uniform_int(rng, 0, 2);
+        p.in_w = uniform_int(rng, 3, 11);  // odd and even output sizes: partial last tiles
+        p.in_c = uniform_int(rng, 1, 40);  // odd and even, below and above a pair of GEMM tiles
+        p.out_c = uniform_int(rng, 1, 40);
+        REQUIRE(is_winograd3x3_shape(p));
+        REQUIRE(ConvCase(rng, p, uniform_int(rng, 1, 3)).check());
+    }
+}
+
+TEST_CASE("conv2d 3x3 whose Winograd intermediates could overflow int32 stays on the GEMM") {
+    // |w - zw| = 127 with the sign alternating by kernel row: the transformed
+    // weights of each input channel then sum to 127 * 8 * 8 in magnitude over
+    // the 16 positions, times 512 (max |V|) times 600 channels > INT32_MAX,
+    // though the direct sum stays far inside int32.
+    std::mt19937_64 rng(27);
+    Conv2dParams p;
+    p.in_h = p.in_w = 6;
+    p.in_c = 600;
+    p.out_c = 2;
+    p.kernel_h = p.kernel_w = 3;
+    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = 1;
+    p.weight_zero_points = {0};
+    p.multipliers = {quantize_multiplier(1e-7)};
+    ConvCase big(rng, p, 1);
+    for (size_t i = 0; i < big.weights.size(); ++i) big.weights[i] = (i / 600 / 3) % 2 ? -127 : 127;
+    big.input_zero_point_fixed(0);
+    CHECK_FALSE(winograd3x3_fits(big.p, big.weights.data()));
+    CHECK_FALSE(big.check());
 }
 
 TEST_CASE("conv2d depthwise 3x3 (direct kernel) matches the reference") {

@@ -1,0 +1,284 @@
+// Exact integer Winograd F(2x2, 3x3): packing, the two transforms and the
+// panel driver. The products run on the GEMM kernels (qs8_gemm.h).
+#include "infer/kernels/qs8_winograd3x3.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace qf::infer {
+
+namespace {
+
+// G' = 2G: the weight transform's matrix, scaled to integers.
+constexpr int kG[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+constexpr int kMaxTransformedInput = 4 * 128;  // |B^T d B| for |d| <= 128
+
+// U = G' g G'^T for one (output channel, input channel): g[ky][kx] at g + (ky * 3 + kx) * stride.
+std::array<int32_t, kWinogradPositions> transform_weights(const int16_t* g, size_t stride) {
+    std::array<int32_t, kWinogradPositions> u{};
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j)
+            for (int a = 0; a < 3; ++a)
+                for (int b = 0; b < 3; ++b) u[size_t(i * 4 + j)] += kG[i][a] * g[(a * 3 + b) * stride] * kG[j][b];
+    return u;
+}
+
+// W - zw of output channel o as int16, [ky][kx][c].
+std::vector<int16_t> centered_weights(const Conv2dParams& p, const int8_t* weights, int o) {
+    const int k = p.weights_per_out_channel();
+    std::vector<int16_t> g(static_cast<size_t>(k));
+    for (int i = 0; i < k; ++i) g[size_t(i)] = int16_t(weights[size_t(o) * k + i] - per_channel(p.weight_zero_points, o));
+    return g;
+}
+
+}  // namespace
+
+bool is_winograd3x3_shape(const Conv2dParams& p) {
+    return p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1;
+}
+
+bool winograd3x3_fits(const Conv2dParams& p, const int8_t* weights) {
+    for (int o = 0; o < p.out_c; ++o) {
+        const std::vector<int16_t> g = centered_weights(p, weights, o);
+        int64_t bound = 0;  // sum over positions and input channels of |U| * max |V|
+        for (int c = 0; c < p.in_c; ++c)
+            for (int32_t u : transform_weights(g.data() + c, size_t(p.in_c))) bound += std::abs(int64_t(u));
+        if (bound * kMaxTransformedInput > std::numeric_limits<int32_t>::max()) return false;
+    }
+    return true;
+}
+
+PackedWinograd3x3 pack_winograd3x3(const Conv2dParams& p, const int8_t* weights, const int32_t* bias) {
+    PackedWinograd3x3 wg;
+    wg.params = p;
+    wg.out_h = p.out_h();
+    wg.out_w = p.out_w();
+    wg.tiles_h = (wg.out_h + 1) / 2;
+    wg.tiles_w = (wg.out_w + 1) / 2;
+    wg.in_c_padded = (p.in_c + 1) / 2 * 2;
+    // U at each position, [out_c][in_c]; and the bias with the input zero point folded in.
+    std::vector<std::vector<int16_t>> u(kWinogradPositions, std::vector<int16_t>(size_t(p.out_c) * p.in_c));
+    std::vector<int32_t> folded_bias(size_t(p.out_c));
+    for (int o = 0; o < p.out_c; ++o) {
+        const std::vector<int16_t> g = centered_weights(p, weights, o);
+        for (int c = 0; c < p.in_c; ++c) {
+            const auto uc = transform_weights(g.data() + c, size_t(p.in_c));
+            for (int pos = 0; pos < kWinogradPositions; ++pos)
+                u[size_t(pos)][size_t(o) * p.in_c + c] = int16_t(uc[size_t(pos)]);  // |U| <= 9 * 255
+        }
+        int32_t sum = 0;
+        for (int16_t w : g) sum += w;
+        folded_bias[size_t(o)] = (bias ? bias[o] : 0) - p.input_zero_point * sum;
+    }
+    for (int pos = 0; pos < kWinogradPositions; ++pos)
+        wg.positions[size_t(pos)] = pack_gemm_layout(p.out_c, p.in_c, u[size_t(pos)].data());
+    wg.out_c_padded = wg.positions[0].n_tiles * kGemmTileN;
+    wg.bias.assign(size_t(wg.out_c_padded), 0);
+    std::copy(folded_bias.begin(), folded_bias.end(), wg.bias.begin());
+    wg.requantization = ChannelRequantization(p.multipliers, p.out_c, wg.out_c_padded, p.output);
+    return wg;
+}
+
+WinogradScratch::WinogradScratch(const PackedWinograd3x3& wg)
+    : v(size_t(kWinogradPositions) * kWinogradTiles * wg.in_c_padded),
+      zero_point_row(size_t(wg.in_c_padded), int16_t(wg.params.input_zero_point)),
+      m(size_t(kWinogradPositions) * kWinogradTiles * wg.out_c_padded) {}
+
+namespace {
+
+// The tile `t` of the panel: which image, its top-left output pixel, and
+// how many of its 2 x 2 outputs lie inside the image.
+struct Tile {
+    int b = 0, oy = 0, ox = 0, rows = 0, cols = 0;
+    Tile(const PackedWinograd3x3& wg, size_t t)
+        : b(int(t / (size_t(wg.tiles_h) * wg.tiles_w))),
+          oy(int(t / wg.tiles_w % wg.tiles_h) * 2),
+          ox(int(t % wg.tiles_w) * 2),
+          rows(std::min(2, wg.out_h - oy)),
+          cols(std::min(2, wg.out_w - ox)) {}
+    Tile() = default;
+    // The tile after this one.
+    Tile next(const PackedWinograd3x3& wg) const {
+        Tile t = *this;
+        t.ox += 2;
+        if (t.ox >= wg.out_w) {
+            t.ox = 0;
+            t.oy += 2;
+            if (t.oy >= wg.out_h) {
+                t.oy = 0;
+                ++t.b;
+            }
+        }
+        t.rows = std::min(2, wg.out_h - t.oy);
+        t.cols = std::min(2, wg.out_w - t.ox);
+        return t;
+    }
+    // Output pixel (oy + i, ox + j), counted over the batch.
+    size_t pixel(const PackedWinograd3x3& wg, int i, int j) const {
+        return (size_t(b) * wg.out_h + size_t(oy + i)) * wg.out_w + size_t(ox + j);
+    }
+};
+
+// V = B^T d B for the 4 x 4 input tile whose rows start at d[i][j] (channels
+// contiguous), channels [first, last), into v[pos * stride + c].
+// B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; written once for a scalar
+// and once for a vector of 16 channels, T (the same +, - on both).
+template <class T, class Load, class Store, class Add, class Sub>
+inline void transform_input_block(Load load, Store store, Add add, Sub sub) {
+    T t[4][4];  // B^T d
+    for (int j = 0; j < 4; ++j) {
+        const T d0 = load(0, j), d1 = load(1, j), d2 = load(2, j), d3 = load(3, j);
+        t[0][j] = sub(d0, d2);
+        t[1][j] = add(d1, d2);
+        t[2][j] = sub(d2, d1);
+        t[3][j] = sub(d1, d3);
+    }
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B
+        store(i * 4 + 0, sub(t[i][0], t[i][2]));
+        store(i * 4 + 1, add(t[i][1], t[i][2]));
+        store(i * 4 + 2, sub(t[i][2], t[i][1]));
+        store(i * 4 + 3, sub(t[i][1], t[i][3]));
+    }
+}
+
+void transform_input(const int16_t* const (&d)[4][4], int channels, int16_t* v, size_t stride, bool use_simd) {
+    int c = 0;
+#ifdef __AVX2__
+    if (use_simd)
+        for (; c + 16 <= channels; c += 16)
+            transform_input_block<__m256i>(
+                [&](int i, int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d[i][j] + c)); },
+                [&](int pos, __m256i x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(v + pos * stride + c), x); },
+                _mm256_add_epi16, _mm256_sub_epi16);
+#else
+    (void)use_simd;
+#endif
+    for (; c < channels; ++c)
+        transform_input_block<int16_t>([&](int i, int j) { return d[i][j][c]; },
+                                       [&](int pos, int16_t x) { v[pos * stride + c] = x; },
+                                       [](int16_t a, int16_t b) { return int16_t(a + b); },
+                                       [](int16_t a, int16_t b) { return int16_t(a - b); });
+}
+
+// y[i][j] = (A^T M A)[i][j] / 4 for the 16 values at m[pos * stride], A^T = [1 1 1 0; 0 1 -1 -1].
+// The division is exact (Y carries the factor 4 of G').
+inline void transform_output(const int32_t* m, size_t stride, int32_t (&y)[2][2]) {
+    int32_t s[2][4];  // A^T M
+    for (int j = 0; j < 4; ++j) {
+        s[0][j] = m[(0 * 4 + j) * stride] + m[(1 * 4 + j) * stride] + m[(2 * 4 + j) * stride];
+        s[1][j] = m[(1 * 4 + j) * stride] - m[(2 * 4 + j) * stride] - m[(3 * 4 + j) * stride];
+    }
+    for (int i = 0; i < 2; ++i) {
+        y[i][0] = (s[i][0] + s[i][1] + s[i][2]) / 4;
+        y[i][1] = (s[i][1] - s[i][2] - s[i][3]) / 4;
+    }
+}
+
+// Output stage of the panel's tiles: transform, bias, requantize, store the
+// in-image pixels. m: the products [position][tile][out_c_padded].
+void finish_tiles_scalar(const PackedWinograd3x3& wg, const int32_t* m, const Tile* tiles, int count,
+                         int8_t* output) {
+    const Conv2dParams& p = wg.params;
+    const size_t stride = size_t(kWinogradTiles) * wg.out_c_padded;
+    for (int r = 0; r < count; ++r)
+        for (int o = 0; o < p.out_c; ++o) {
+            int32_t y[2][2];
+            transform_output(m + size_t(r) * wg.out_c_padded + o, stride, y);
+            for (int i = 0; i < tiles[r].rows; ++i)
+                for (int j = 0; j < tiles[r].cols; ++j)
+                    output[tiles[r].pixel(wg, i, j) * p.out_c + size_t(o)] =
+                        int8_t(wg.requantization.apply(y[i][j] + wg.bias[size_t(o)], o));
+        }
+}
+
+#ifdef __AVX2__
+// The same, 8 output channels per vector.
+void finish_tiles_avx2(const PackedWinograd3x3& wg, const int32_t* m, const Tile* tiles, int count,
+                       int8_t* output) {
+    const Conv2dParams& p = wg.params;
+    const size_t stride = size_t(kWinogradTiles) * wg.out_c_padded;
+    for (int o = 0; o < p.out_c; o += 8) {
+        const __m256i bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg.bias.data() + o));
+        const avx2::RequantizeLanes q = wg.requantization.lanes(o);
+        const int channels = p.out_c - o < 8 ? p.out_c - o : 8;
+        for (int r = 0; r < count; ++r) {
+            const int32_t* mr = m + size_t(r) * wg.out_c_padded + o;
+            auto at = [&](int pos) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mr + pos * stride)); };
+            __m256i s[2][4];  // A^T M
+            for (int j = 0; j < 4; ++j) {
+                const __m256i m0 = at(j), m1 = at(4 + j), m2 = at(8 + j), m3 = at(12 + j);
+                s[0][j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
+                s[1][j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
+            }
+            for (int i = 0; i < tiles[r].rows; ++i) {
+                // (A^T M A) / 4: the sums are exact multiples of 4, the arithmetic shift divides exactly.
+                const __m256i y[2] = {
+                    _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(s[i][0], s[i][1]), s[i][2]), 2),
+                    _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(s[i][1], s[i][2]), s[i][3]), 2)};
+                for (int j = 0; j < tiles[r].cols; ++j) {
+                    int8_t* dst = output + tiles[r].pixel(wg, i, j) * p.out_c + size_t(o);
+                    const __m256i out = wg.requantization.apply(_mm256_add_epi32(y[j], bias), q);
+                    if (channels == 8) {
+                        avx2::store_int8x8(dst, out);
+                    } else {
+                        int8_t tmp[8];
+                        avx2::store_int8x8(tmp, out);
+                        std::memcpy(dst, tmp, size_t(channels));
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+}  // namespace
+
+void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int16_t* padded, size_t first, int count,
+                           int8_t* output, WinogradScratch& scratch, bool use_simd) {
+    const Conv2dParams& p = wg.params;
+    const int padded_h = p.padded_h(), padded_w = p.padded_w();
+    const size_t padded_image = size_t(padded_h) * padded_w * p.in_c;
+    const size_t v_stride = size_t(kWinogradTiles) * wg.in_c_padded;
+    Tile tiles[kWinogradTiles];
+    tiles[0] = Tile(wg, first);
+    for (int r = 1; r < count; ++r) tiles[r] = tiles[r - 1].next(wg);
+    for (int r = 0; r < count; ++r) {
+        const Tile& tile = tiles[r];
+        // The 4 x 4 input tile in padded coordinates starts at (oy, ox) (stride 1);
+        // an odd output size's last tile reads one row or column past it.
+        const int16_t* d[4][4];
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) {
+                const int y = tile.oy + i, x = tile.ox + j;
+                d[i][j] = y < padded_h && x < padded_w
+                              ? padded + tile.b * padded_image + (size_t(y) * padded_w + size_t(x)) * p.in_c
+                              : scratch.zero_point_row.data();
+            }
+        int16_t* v = scratch.v.data() + size_t(r) * wg.in_c_padded;
+        transform_input(d, p.in_c, v, v_stride, use_simd);
+        if (wg.in_c_padded > p.in_c)
+            for (int pos = 0; pos < kWinogradPositions; ++pos) v[pos * v_stride + size_t(p.in_c)] = 0;
+    }
+    const size_t m_stride = size_t(kWinogradTiles) * wg.out_c_padded;
+    for (int pos = 0; pos < kWinogradPositions; ++pos) {
+        const int16_t* rows[kWinogradTiles];
+        for (int r = 0; r < count; ++r) rows[r] = scratch.v.data() + pos * v_stride + size_t(r) * wg.in_c_padded;
+        int32_t* m = scratch.m.data() + pos * m_stride;
+        if (use_simd)
+            qs8_gemm_panel_widened_int32(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
+        else
+            qs8_gemm_panel_widened_int32_scalar(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
+    }
+#ifdef __AVX2__
+    if (use_simd) {
+        finish_tiles_avx2(wg, scratch.m.data(), tiles, count, output);
+        return;
+    }
+#endif
+    finish_tiles_scalar(wg, scratch.m.data(), tiles, count, output);
+}
+
+}  // namespace qf::infer
