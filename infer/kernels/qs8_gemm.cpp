@@ -57,9 +57,8 @@ static void widen_rows(const PackedGemm& g, const int8_t* const* rows, int count
 void qs8_gemm_panel_scalar(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
                            size_t ldc, int16_t* scratch) {
     widen_rows(g, rows, count, scratch);
-    const int16_t* runs[kGemmTileM];
-    for (int r = 0; r < count; ++r) runs[r] = scratch + r * 2 * size_t(g.k_pairs);
-    qs8_gemm_panel_widened_scalar(g, runs, count, c, ldc);
+    const ScratchRuns runs(g, scratch, count);
+    qs8_gemm_panel_widened_scalar(g, runs.runs, count, c, ldc);
 }
 
 // Row r, column col of the product (no bias), from the runs of row r.

@@ -66,6 +66,15 @@ PackedGemm pack_gemm_layout(int n, int k, const int16_t* weights, int segments =
 // Int16 scratch one thread needs for qs8_gemm_panel: kGemmTileM rows of 2 * k_pairs.
 inline size_t gemm_scratch_size(const PackedGemm& g) { return size_t(kGemmTileM) * 2 * size_t(g.k_pairs); }
 
+// The widened scratch rows of qs8_gemm_panel as the run pointers of
+// qs8_gemm_panel_widened (one run per row).
+struct ScratchRuns {
+    const int16_t* runs[kGemmTileM];
+    ScratchRuns(const PackedGemm& g, const int16_t* scratch, int count) {
+        for (int r = 0; r < count; ++r) runs[r] = scratch + r * 2 * size_t(g.k_pairs);
+    }
+};
+
 // Computes `count` (1..kGemmTileM) rows of C: row r from A row rows[r] (k
 // int8 values) into c + r * ldc (n int8 values). Runs the AVX2 kernel where
 // the build has AVX2, else the scalar one.

@@ -39,9 +39,8 @@ static inline __m256i broadcast_pair(const int16_t* p) {
 void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c,
                          size_t ldc, int16_t* scratch) {
     widen_rows_avx2(g, rows, count, scratch);
-    const int16_t* runs[kGemmTileM];
-    for (int r = 0; r < count; ++r) runs[r] = scratch + r * 2 * size_t(g.k_pairs);
-    qs8_gemm_panel_widened_avx2(g, runs, count, c, ldc);
+    const ScratchRuns runs(g, scratch, count);
+    qs8_gemm_panel_widened_avx2(g, runs.runs, count, c, ldc);
 }
 
 // Runs the 4 x 16 tile over every tile of channels and hands each tile's
