@@ -77,6 +77,19 @@ struct ConvCase {
     }
 };
 
+// A square convolution with the same padding on every side.
+Conv2dParams shape(int hw, int in_c, int out_c, int kernel, int stride, int pad, int groups) {
+    Conv2dParams p;
+    p.in_h = p.in_w = hw;
+    p.in_c = in_c;
+    p.out_c = out_c;
+    p.kernel_h = p.kernel_w = kernel;
+    p.stride_h = p.stride_w = stride;
+    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
+    p.groups = groups;
+    return p;
+}
+
 Conv2dParams random_conv_shape(std::mt19937_64& rng, int groups, int kernel) {
     Conv2dParams p;
     p.groups = groups;
@@ -139,12 +152,7 @@ TEST_CASE("conv2d 3x3 whose Winograd intermediates could overflow int32 stays on
     // the 16 positions, times 512 (max |V|) times 600 channels > INT32_MAX,
     // though the direct sum stays far inside int32.
     std::mt19937_64 rng(27);
-    Conv2dParams p;
-    p.in_h = p.in_w = 6;
-    p.in_c = 600;
-    p.out_c = 2;
-    p.kernel_h = p.kernel_w = 3;
-    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = 1;
+    Conv2dParams p = shape(6, 600, 2, 3, 1, 1, 1);
     p.weight_zero_points = {0};
     p.multipliers = {quantize_multiplier(1e-7)};
     ConvCase big(rng, p, 1);
@@ -181,17 +189,6 @@ TEST_CASE("conv2d depthwise with other kernels and channel multipliers (GEMM per
 
 TEST_CASE("conv2d at the reference models' shapes") {
     std::mt19937_64 rng(24);
-    auto shape = [](int hw, int in_c, int out_c, int kernel, int stride, int pad, int groups) {
-        Conv2dParams p;
-        p.in_h = p.in_w = hw;
-        p.in_c = in_c;
-        p.out_c = out_c;
-        p.kernel_h = p.kernel_w = kernel;
-        p.stride_h = p.stride_w = stride;
-        p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
-        p.groups = groups;
-        return p;
-    };
     const Conv2dParams shapes[] = {
         shape(28, 1, 32, 5, 1, 2, 1),    // lenet conv1
         shape(14, 32, 64, 5, 1, 2, 1),   // lenet conv2
@@ -235,12 +232,7 @@ TEST_CASE("fully_connected matches the reference") {
 
 TEST_CASE("extreme accumulators: the largest weights and inputs the bound allows") {
     // in = -128 everywhere, zx = 127, w - zw = 255: every product is 255 * 255.
-    Conv2dParams p;
-    p.in_h = p.in_w = 5;
-    p.in_c = 64;
-    p.out_c = 3;
-    p.kernel_h = p.kernel_w = 3;
-    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = 1;
+    Conv2dParams p = shape(5, 64, 3, 3, 1, 1, 1);
     p.input_zero_point = 127;
     p.weight_zero_points = {-128};
     p.multipliers = {quantize_multiplier(1e-6)};
