@@ -13,10 +13,9 @@ namespace qf::infer::avx2 {
 // exponent = 31 - shift, in [1, 62]. The 64-bit products of the even and the
 // odd lanes are shifted separately, so their constants come in two halves.
 struct RequantizeLanes {
-    __m256i M0;                           // 32-bit lanes
+    __m256i M0, M0_odd;                   // M0_odd: the odd lanes' M0 in the even positions
     __m256i exponent_even, exponent_odd;  // 64-bit lanes: lanes 0,2,4,6 / 1,3,5,7
-    __m256i nudge_even, nudge_odd;        // 64-bit: 2^62 + 2^(exponent - 1)
-    __m256i offset;                       // 32-bit: 2^(62 - exponent) mod 2^32
+    __m256i half_even, half_odd;          // 64-bit: 2^(exponent - 1)
     __m256i acc_min, acc_max;             // where the product still fits int32
     __m256i zero_point, min_minus_zero_point, max_minus_zero_point;
 };
@@ -26,20 +25,19 @@ inline RequantizeLanes make_requantize_lanes(__m256i M0, __m256i shift, int32_t 
     const __m256i exponent = _mm256_sub_epi32(_mm256_set1_epi32(31), shift);
     const __m256i even = _mm256_and_si256(exponent, _mm256_set1_epi64x(0xFFFFFFFF));
     const __m256i odd = _mm256_srli_epi64(exponent, 32);
-    const __m256i one64 = _mm256_set1_epi64x(1), two62 = _mm256_set1_epi64x(int64_t(1) << 62);
-    auto nudge = [&](__m256i e) { return _mm256_add_epi64(two62, _mm256_sllv_epi64(one64, _mm256_sub_epi64(e, one64))); };
+    const __m256i one64 = _mm256_set1_epi64x(1);
+    auto half = [&](__m256i e) { return _mm256_sllv_epi64(one64, _mm256_sub_epi64(e, one64)); };
     // A multiplier of 2^shift or more (shift > 0) could carry acc past int32;
     // |acc| <= 2^(31 - shift) - 1 keeps it inside, and any acc beyond that
     // scales far past every output range, so clamping it changes nothing.
     const __m256i left_shift = _mm256_max_epi32(shift, _mm256_setzero_si256());
     const __m256i acc_max = _mm256_srlv_epi32(_mm256_set1_epi32(INT32_MAX), left_shift);
     return {M0,
+            _mm256_srli_epi64(M0, 32),
             even,
             odd,
-            nudge(even),
-            nudge(odd),
-            // sllv gives 0 for counts of 32 or more: 2^(62 - e) mod 2^32.
-            _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_sub_epi32(_mm256_set1_epi32(62), exponent)),
+            half(even),
+            half(odd),
             _mm256_sub_epi32(_mm256_set1_epi32(-1), acc_max),  // -acc_max - 1: INT32_MIN when M < 1
             acc_max,
             _mm256_set1_epi32(zero_point),
@@ -49,21 +47,19 @@ inline RequantizeLanes make_requantize_lanes(__m256i M0, __m256i shift, int32_t 
 
 // Lane i: multiply_by_quantized_multiplier(acc[i], ...) for acc within
 // [acc_min, acc_max]. One rounding of the exact product, ties away from
-// zero: floor((x + 2^(e-1) - [x < 0]) / 2^e) with x = acc * M0. AVX2 has no
-// 64-bit arithmetic shift, so x is first lifted by 2^62 (|x| < 2^62 makes it
-// non-negative), shifted logically, and the 2^(62-e) that the lift became is
-// taken off the low 32 bits, which hold the (int32) result.
+// zero, on the magnitude: round(x / 2^e) = sign(x) floor((|x| + 2^(e-1)) / 2^e)
+// with x = acc * M0, and M0 >= 0 so |x| = |acc| M0. |acc| <= 2^31 (vpabsd
+// leaves INT32_MIN as 2^31, which the unsigned multiply reads as such), so
+// |x| + 2^(e-1) < 2^63: the unsigned 64-bit add and logical shift are exact,
+// and the result (at most M0 < 2^31 in magnitude, by the clamp above) sits in
+// the low 32 bits for vpsignd to give acc's sign.
 inline __m256i multiply_by_quantized_multiplier(__m256i acc, const RequantizeLanes& q) {
-    const __m256i negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), acc);  // -1 where acc < 0
-    auto lifted = [&](__m256i product, __m256i nudge, __m256i minus_one) {
-        return _mm256_add_epi64(_mm256_add_epi64(product, nudge), minus_one);
-    };
-    const __m256i even = lifted(_mm256_mul_epi32(acc, q.M0), q.nudge_even, _mm256_shuffle_epi32(negative, 0xA0));
-    const __m256i odd = lifted(_mm256_mul_epi32(_mm256_shuffle_epi32(acc, 0xF5), _mm256_shuffle_epi32(q.M0, 0xF5)),
-                               q.nudge_odd, _mm256_shuffle_epi32(negative, 0xF5));
-    const __m256i shifted = _mm256_blend_epi32(_mm256_srlv_epi64(even, q.exponent_even),
-                                               _mm256_slli_epi64(_mm256_srlv_epi64(odd, q.exponent_odd), 32), 0xAA);
-    return _mm256_sub_epi32(shifted, q.offset);
+    const __m256i magnitude = _mm256_abs_epi32(acc);
+    const __m256i even = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(magnitude, q.M0), q.half_even),
+                                           q.exponent_even);
+    const __m256i odd = _mm256_srlv_epi64(
+        _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(magnitude, 32), q.M0_odd), q.half_odd), q.exponent_odd);
+    return _mm256_sign_epi32(_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA), acc);
 }
 
 // Lane i: requantize(acc[i], ...) with lane i's constants.
