@@ -3,7 +3,9 @@
 // x and y have any shape; n = numel. The backwards read the output, not the
 // input: y > 0 exactly where x > 0, and 0 < y < 6 exactly where 0 < x < 6,
 // so x need not be kept alive. At the kinks (x = 0, x = 6) the gradient is 0,
-// as PyTorch's.
+// as PyTorch's. The backwards work in the output's gradient buffer when they
+// can (grad_buffer.h).
+#include "autograd/grad_buffer.h"
 #include "autograd/ops.h"
 
 namespace qf {
@@ -23,12 +25,9 @@ Tensor relu(const Tensor& x) {
     for (int64_t i = 0; i < n; i++) outp[i] = inp[i] < 0.0f ? 0.0f : inp[i];  // NaN stays NaN
 
     if (needs_grad({&x})) {
-        record("relu", out, [x = x, out, n]() mutable {
+        record("relu", out, [x = x, out]() mutable {
             const float* outp = out.data();
-            const float* dout = out.grad();
-            float* dinp = x.grad();
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-            for (int64_t i = 0; i < n; i++) dinp[i] += outp[i] > 0.0f ? dout[i] : 0.0f;
+            elementwise_backward(out, x, [outp](int64_t i, float dy) { return outp[i] > 0.0f ? dy : 0.0f; });
         });
     }
     return out;
@@ -47,13 +46,11 @@ Tensor relu6(const Tensor& x) {
     }
 
     if (needs_grad({&x})) {
-        record("relu6", out, [x = x, out, n]() mutable {
+        record("relu6", out, [x = x, out]() mutable {
             const float* outp = out.data();
-            const float* dout = out.grad();
-            float* dinp = x.grad();
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-            for (int64_t i = 0; i < n; i++)
-                dinp[i] += (outp[i] > 0.0f && outp[i] < 6.0f) ? dout[i] : 0.0f;
+            elementwise_backward(out, x, [outp](int64_t i, float dy) {
+                return (outp[i] > 0.0f && outp[i] < 6.0f) ? dy : 0.0f;
+            });
         });
     }
     return out;

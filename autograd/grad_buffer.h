@@ -8,11 +8,16 @@
 // fewer. This leans on the tape's rule (autograd/tensor.cpp backward()): an
 // intermediate's gradient is read by nobody after its producer's backward ran
 // (the tape hands it back to the pool right then). The loss keeps its
-// gradient; it holds one element, below kMinHandedElements, so it is never taken.
+// gradient; it holds one element, below kMinHandedElements, so it is never
+// taken. (backward(out, dout) from a non-scalar result of that size or more
+// may leave `out` without its gradient: read the inputs' gradients only.)
 //
 // Results are those of the zero-filled path bit for bit as long as the op
-// writes f(dy) + 0.0f (so a -0 becomes +0, as 0 + -0 does).
+// writes f(dy) + 0.0f (so a -0 becomes +0, as 0 + -0 does). Users: relu,
+// relu6 (activation.cpp), add (shape_ops.cpp), scale_channels, and the
+// straight-through backward of fake_quantize (quant/fake_quant.cpp).
 #pragma once
+#include <cstdint>
 #include <utility>
 
 #include "autograd/tensor.h"
@@ -33,6 +38,27 @@ inline bool can_hand_grad(const Tensor& out, const Tensor& x) {
 inline void hand_grad(Tensor& out, Tensor& x) {
     x.storage()->grad = std::move(out.storage()->grad);
     out.storage()->grad.clear();
+}
+
+// The backward of an elementwise op x -> out into x: dx = g(i, dy[i]) for
+// every element i, computed in out's gradient buffer and handed to x when
+// can_hand_grad(out, x), else added to x's gradient. g must be pure (it runs
+// in parallel, vectorized).
+template <class G>
+void elementwise_backward(Tensor& out, Tensor& x, G g) {
+    constexpr int64_t kParallelMin = 1 << 15;  // below it a parallel region costs more than it saves
+    const int64_t n = x.numel();
+    if (can_hand_grad(out, x)) {
+        float* d = out.grad();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+        for (int64_t i = 0; i < n; i++) d[i] = g(i, d[i]) + 0.0f;
+        hand_grad(out, x);
+        return;
+    }
+    const float* dy = out.grad();
+    float* dx = x.grad();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) dx[i] += g(i, dy[i]);
 }
 
 }  // namespace qf

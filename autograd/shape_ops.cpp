@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "autograd/grad_buffer.h"
 #include "autograd/ops.h"
 
 namespace qf {
@@ -36,11 +37,16 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
     if (needs_grad({&a, &b})) {
         // When a and b are the same tensor (x + x) both accumulations land in
-        // the one gradient, giving 2 * dout.
+        // the one gradient, giving 2 * dout. Otherwise one input may take
+        // dout's buffer (grad_buffer.h), after the other added dout to its own.
         record("add", out, [a = a, b = b, out, n]() mutable {
-            const float* dout = out.grad();
-            if (a.requires_grad()) accumulate(a.grad(), dout, n);
-            if (b.requires_grad()) accumulate(b.grad(), dout, n);
+            const bool distinct = !a.same(b);
+            Tensor* taker = distinct && can_hand_grad(out, a)   ? &a
+                            : distinct && can_hand_grad(out, b) ? &b
+                                                                : nullptr;
+            for (Tensor* t : {&a, &b})
+                if (t != taker && t->requires_grad()) accumulate(t->grad(), out.grad(), n);
+            if (taker) elementwise_backward(out, *taker, [](int64_t, float dy) { return dy; });
         });
     }
     return out;

@@ -8,6 +8,7 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -62,6 +63,14 @@ inline double check_gradients(const std::function<Tensor(std::vector<Tensor>&)>&
         }
     }
     return worst;
+}
+
+// backward(out, dout) with d(out) exactly dout, -0 included: backward()
+// adds its seed to a zero gradient, which would turn a -0 into +0 (tests of
+// the backwards that work in their output's gradient buffer need the -0).
+inline void backward_exact(Tensor out, const std::vector<float>& dout) {
+    std::copy(dout.begin(), dout.end(), out.grad());
+    backward(out, std::vector<float>(dout.size(), -0.0f));  // d + -0 == d, bit for bit
 }
 
 }  // namespace qf::test
