@@ -5,8 +5,6 @@
 #include <limits>
 #include <set>
 
-#include "autograd/grad_buffer.h"
-
 namespace qf::quant {
 
 LearnedRanges parse_learned_ranges(const std::string& s) {
@@ -207,50 +205,10 @@ QatConvBnAct::FoldScales QatConvBnAct::fold_scales() const {
     return {Tensor::from({C}, sf), Tensor::from({C}, inv)};
 }
 
-Tensor unscale_conv_output(const Tensor& y, const Tensor& inv) {
-    const int64_t N = y.dim(0), C = y.dim(1), S = y.numel() / (N * C);
-    if (inv.numel() != C) throw QuantError("unscale_conv_output: " + std::to_string(inv.numel()) +
-                                           " scales for " + shape_str(y.shape()));
-    Tensor out = Tensor::empty(y.shape());
-    const float* yp = y.data();
-    const float* sp = inv.data();
-    float* op = out.data();
-#pragma omp parallel for collapse(2) schedule(static) if (y.numel() > (1 << 15))
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-            const int64_t base = (n * C + c) * S;
-            const float k = sp[c];
-#pragma omp simd
-            for (int64_t i = 0; i < S; i++) op[base + i] = yp[base + i] * k;
-        }
-    if (!needs_grad({&y})) return out;
-    record("unscale_conv_output", out, [y = y, inv = inv, out, N, C, S]() mutable {
-        const float* sp = inv.data();
-        const bool in_place = can_hand_grad(out, y);
-        const float* dy = out.grad();
-        float* dx = in_place ? out.grad() : y.grad();
-        // In place: dx = dy * inv + 0 (as 0 + dy * inv would round); else dx += dy * inv.
-#pragma omp parallel for collapse(2) schedule(static) if (y.numel() > (1 << 15))
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t c = 0; c < C; c++) {
-                const int64_t base = (n * C + c) * S;
-                const float k = sp[c];
-                if (in_place) {
-#pragma omp simd
-                    for (int64_t i = 0; i < S; i++) dx[base + i] = dx[base + i] * k + 0.0f;
-                } else {
-                    for (int64_t i = 0; i < S; i++) dx[base + i] += dy[base + i] * k;
-                }
-            }
-        if (in_place) hand_grad(out, y);
-    });
-    return out;
-}
-
 Tensor QatConvBnAct::forward_batch_statistics(const Tensor& x) {
     const FoldScales s = fold_scales();
     Tensor wq = weight_quant.apply(scale_channels(conv->weight, s.sf, 0));
-    Tensor y = unscale_conv_output(conv2d(x, wq, conv->bias, conv->params), s.inv);
+    Tensor y = scale_channels(conv2d(x, wq, conv->bias, conv->params), s.inv, 1);
     y = batch_norm(y, bn->gamma, bn->beta, bn->running_mean, bn->running_var, true, bn->momentum, bn->eps);
     return out_quant->forward(nn::apply_act(y, act));
 }

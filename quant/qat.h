@@ -156,12 +156,6 @@ private:
     Tensor forward_batch_statistics(const Tensor& x);
 };
 
-// The batch-statistics forward's y / sf: scale_channels(y, inv, 1) for a
-// constant inv (C), y (N, C, H, W). The same arithmetic (y * inv[c] forward,
-// dy * inv[c] backward), but the backward works in place in the output's
-// gradient buffer and hands it to y when it can (autograd/grad_buffer.h).
-Tensor unscale_conv_output(const Tensor& y, const Tensor& inv);
-
 // Linear(+act) with fake-quantized weights and a quantized output.
 class QatLinear : public nn::Module {
 public:

@@ -175,7 +175,9 @@ TEST_CASE("a QAT conv training step equals its composition of autograd ops, bit 
     // QatConvBnAct's batch-statistics forward as written in quant/qat.h, from
     // scale_channels, fake_quantize, conv2d and batch_norm, against the layer.
     // Big enough (8x16x16x16) for the backwards that hand their gradient
-    // buffer on (autograd/grad_buffer.h).
+    // buffer on (autograd/grad_buffer.h); the composition holds a zero
+    // gradient in every tensor up front, so each of its backwards adds into
+    // one instead: the two paths must agree bit for bit.
     for (const bool depthwise : {false, true}) {
         CAPTURE(depthwise);
         const int cin = depthwise ? 16 : 8, groups = depthwise ? 16 : 1;
@@ -207,11 +209,15 @@ TEST_CASE("a QAT conv training step equals its composition of autograd ops, bit 
         Tensor w = scale_channels(fp_b.conv->weight, s.sf, 0);
         MinMaxObserver wobs("c.weight", o.weight);
         wobs.observe(w);
-        Tensor h = scale_channels(conv2d(xb, fake_quantize(w, wobs.qparams(), o.weight), Tensor(), fp_b.conv->params),
-                                  s.inv, 1);
+        const Tensor wq = fake_quantize(w, wobs.qparams(), o.weight);
+        const Tensor conv_out = conv2d(xb, wq, Tensor(), fp_b.conv->params);
+        const Tensor unscaled = scale_channels(conv_out, s.inv, 1);
         nn::BatchNorm2d& bn = *fp_b.bn;
-        h = relu6(batch_norm(h, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps));
+        const Tensor normalized =
+            batch_norm(unscaled, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps);
+        const Tensor h = relu6(normalized);
         Tensor yb = out_quant.forward(h);
+        for (Tensor t : {xb, w, wq, conv_out, unscaled, normalized, h}) t.grad();
         backward(yb, dout);
         auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
             return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
