@@ -111,16 +111,8 @@ Tensor qat_conv_bn_act(quant::QatConvBnAct& m, const Tensor& x, OpProfile& prof)
             return batch_norm(h, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps);
         });
     } else {
-        h = prof.time("qat: frozen-BN conv (fold, quant, conv)", [&] {
-            // The whole frozen path as one op: it has no batch_norm.
-            const quant::QatConvBnAct::Folded f = m.fold();
-            const Tensor wq = m.weight_quant.apply(f.weight);
-            const Tensor b = !m.weight_quant.enabled
-                                 ? f.bias
-                                 : quant::fake_quantize_bias(f.bias, m.weight_quant.qparams(f.weight),
-                                                             m.input_quant->qparams().scales[0]);
-            return conv2d(x, wq, b, c.params);
-        });
+        // The whole frozen path as one op: it has no batch_norm.
+        h = prof.time("qat: frozen-BN conv (fold, quant, conv)", [&] { return m.folded_conv(x); });
     }
     if (m.act != nn::Act::None) h = prof.time(nn::act_name(m.act), [&] { return nn::apply_act(h, m.act); });
     return activation_quant(*m.out_quant, h, prof);
@@ -150,15 +142,8 @@ Tensor profiled_forward(nn::Module& m, const Tensor& x, OpProfile& prof) {
     if (auto* cba = dynamic_cast<nn::ConvBnAct*>(&m)) return conv_bn_act(*cba, x, prof);
     if (auto* a = dynamic_cast<quant::ActivationQuant*>(&m)) return activation_quant(*a, x, prof);
     if (auto* l = dynamic_cast<quant::QatLinear*>(&m)) {
-        // QatLinear::forward, op by op (quant/qat.cpp).
-        Tensor wq = prof.time("qat: weight quant (minmax, round)", [&] { return l->weight_quant.apply(l->weight); });
-        Tensor b = l->bias;
-        if (b.defined() && l->weight_quant.enabled)
-            b = prof.time("qat: bias quant (minmax)", [&] {
-                return quant::fake_quantize_bias(l->bias, l->weight_quant.qparams(l->weight),
-                                                 l->input_quant->qparams().scales[0]);
-            });
-        Tensor h = prof.time("linear", [&] { return linear(x, wq, b); });
+        // QatLinear::forward, op by op (quant/qat.cpp); its quantized linear as one op.
+        Tensor h = prof.time("qat: linear (w, b quant, linear)", [&] { return l->quantized_linear(x); });
         if (l->act != nn::Act::None) h = prof.time(nn::act_name(l->act), [&] { return nn::apply_act(h, l->act); });
         return activation_quant(*l->out_quant, h, prof);
     }

@@ -184,12 +184,16 @@ QatConvBnAct::Folded QatConvBnAct::fold() const {
 
 Tensor QatConvBnAct::forward(const Tensor& x) {
     if (training() && !bn_frozen) return forward_batch_statistics(x);
+    return out_quant->forward(nn::apply_act(folded_conv(x), act));
+}
+
+Tensor QatConvBnAct::folded_conv(const Tensor& x) {
     const Folded f = fold();
     const Tensor wq = weight_quant.apply(f.weight);
     const Tensor b = !weight_quant.enabled ? f.bias
                      : fake_quantize_bias(f.bias, weight_quant.qparams(f.weight),
                                         input_scale(input_quant, weight_quant.name()), weight_quant.name());
-    return out_quant->forward(nn::apply_act(conv2d(x, wq, b, conv->params), act));
+    return conv2d(x, wq, b, conv->params);
 }
 
 QatConvBnAct::FoldScales QatConvBnAct::fold_scales() const {
@@ -227,13 +231,15 @@ QatLinear::QatLinear(const nn::Linear& fp32, const std::string& name, const QatO
             "weight_scale", Tensor::zeros({o.weight.per_channel ? out_features : 1}), false));
 }
 
-Tensor QatLinear::forward(const Tensor& x) {
+Tensor QatLinear::forward(const Tensor& x) { return out_quant->forward(nn::apply_act(quantized_linear(x), act)); }
+
+Tensor QatLinear::quantized_linear(const Tensor& x) {
     const Tensor wq = weight_quant.apply(weight);
     Tensor b = bias;
     if (b.defined() && weight_quant.enabled)
         b = fake_quantize_bias(bias, weight_quant.qparams(weight), input_scale(input_quant, weight_quant.name()),
                                weight_quant.name());
-    return out_quant->forward(nn::apply_act(linear(x, wq, b), act));
+    return linear(x, wq, b);
 }
 
 // ---- global average pool ----------------------------------------------------

@@ -136,6 +136,10 @@ public:
         Tensor weight, bias;
     };
     Folded fold() const;
+    // conv(x, fake_quant(fold().weight), fold().bias on the int32 grid): the
+    // forward once BN is frozen (and in eval), before the activation and the
+    // output point. The profiler (bench/profile.cpp) times it as one op.
+    Tensor folded_conv(const Tensor& x);
 
     bool bn_frozen = false;
     WeightQuant weight_quant;
@@ -162,6 +166,9 @@ public:
     QatLinear(const nn::Linear& fp32, const std::string& name, const QatOptions& options);
     Tensor forward(const Tensor& x) override;
     std::string kind() const override { return "QatLinear"; }
+    // linear(x, fake_quant(weight), bias on the int32 grid): the forward
+    // before the activation and the output point.
+    Tensor quantized_linear(const Tensor& x);
 
     int in_features, out_features;
     nn::Act act;
