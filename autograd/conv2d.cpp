@@ -163,35 +163,78 @@ const float* chunk_columns(const float* x, int64_t n0, int64_t nb, const ConvDim
     return col;
 }
 
-// x (N, C, H, W), w (OC, Cg, KH, KW), b (OC) or null -> out (N, OC, OH, OW)
-void conv_gemm_forward(const float* x, const float* w, const float* b, float* out,
-                       const ConvDims& d) {
-    const int64_t P = d.P(), K = d.K(), OCg = d.OCg();
-    const ConvChunks ch = conv_chunks(d);
-    auto chunk = [&](int64_t c) {
-        const int64_t n0 = c * ch.images, nb = std::min(ch.images, d.N - n0), L = nb * P;
-        const float* col = chunk_columns(x, n0, nb, d);
-        // One image: the GEMM writes out directly, onto the broadcast bias.
-        // Several: it writes (OC, nb*P) to scratch, scattered to out below.
-        float* res = nb == 1 ? out + n0 * d.OC * P : scratch(kOutChunk, d.OC * L);
-        if (nb == 1 && b)
-            for (int64_t oc = 0; oc < d.OC; oc++)
-                for (int64_t p = 0; p < P; p++) res[oc * P + p] = b[oc];
-        const float beta = nb == 1 && b ? 1.0f : 0.0f;
-        // out_g (OCg, L) = w_g (OCg, K) @ col_g (K, L)
-        for (int64_t g = 0; g < d.G; g++)
-            sgemm(false, false, OCg, L, K, 1.0f, w + g * OCg * K, K, col + g * K * L, L, beta,
-                  res + g * OCg * L, L, ch.gemm_threads);
-        if (nb > 1)
-            for (int64_t i = 0; i < nb; i++)
-                for (int64_t oc = 0; oc < d.OC; oc++) {
-                    const float* src = res + oc * L + i * P;
-                    float* dst = out + ((n0 + i) * d.OC + oc) * P;
+// Images n0 .. n0+nb-1 of x (N, C, H, W) convolved with w (OC, Cg, KH, KW)
+// and b (OC) or null, written to their planes of out (N, OC, OH, OW), or
+// added to them (accumulate: the backward's dx, which takes no bias).
+void conv_gemm_images(const float* x, const float* w, const float* b, float* out, bool accumulate,
+                      int64_t n0, int64_t nb, int gemm_threads, const ConvDims& d) {
+    const int64_t P = d.P(), K = d.K(), OCg = d.OCg(), L = nb * P;
+    const float* col = chunk_columns(x, n0, nb, d);
+    // One image: the GEMM writes out directly, onto the broadcast bias (or
+    // what is to be accumulated). Several: it writes (OC, nb*P) to scratch,
+    // scattered to out below.
+    float* res = nb == 1 ? out + n0 * d.OC * P : scratch(kOutChunk, d.OC * L);
+    if (nb == 1 && b && !accumulate)
+        for (int64_t oc = 0; oc < d.OC; oc++)
+            for (int64_t p = 0; p < P; p++) res[oc * P + p] = b[oc];
+    const float beta = nb == 1 && (b || accumulate) ? 1.0f : 0.0f;
+    // out_g (OCg, L) = w_g (OCg, K) @ col_g (K, L)
+    for (int64_t g = 0; g < d.G; g++)
+        sgemm(false, false, OCg, L, K, 1.0f, w + g * OCg * K, K, col + g * K * L, L, beta,
+              res + g * OCg * L, L, gemm_threads);
+    if (nb > 1)
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t oc = 0; oc < d.OC; oc++) {
+                const float* src = res + oc * L + i * P;
+                float* dst = out + ((n0 + i) * d.OC + oc) * P;
+                if (accumulate)
+                    for (int64_t p = 0; p < P; p++) dst[p] += src[p];
+                else {
                     const float bias = b ? b[oc] : 0.0f;
                     for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bias;
                 }
-    };
-    for_each_chunk(ch, chunk);
+            }
+}
+
+// x (N, C, H, W), w (OC, Cg, KH, KW), b (OC) or null -> out (N, OC, OH, OW)
+void conv_gemm_forward(const float* x, const float* w, const float* b, float* out,
+                       const ConvDims& d) {
+    const ConvChunks ch = conv_chunks(d);
+    for_each_chunk(ch, [&](int64_t c) {
+        const int64_t n0 = c * ch.images;
+        conv_gemm_images(x, w, b, out, false, n0, std::min(ch.images, d.N - n0), ch.gemm_threads, d);
+    });
+}
+
+// dx of a stride-1 convolution is itself a stride-1 convolution: of dout
+// with the weights flipped in space and with input and output channels
+// swapped, padded by KH-1-pad. Computed that way (im2col of dout, one GEMM
+// with K = OCg*KH*KW) it needs no col2im, whose scattered adds and whose
+// GEMM with inner dimension only OCg cost more than the forward itself.
+bool dx_as_conv(const ConvDims& d) {
+    return d.stride == 1 && !d.pointwise() && d.KH == d.KW && d.pad <= d.KH - 1;
+}
+
+// The convolution dout -> dx of dx_as_conv: its dims, and its weights
+// wt (C, OCg, KH, KW), wt[g*Cg + c][oc][kh][kw] = w[g*OCg + oc][c][KH-1-kh][KW-1-kw].
+ConvDims dx_conv_dims(const ConvDims& d) {
+    ConvDims t = d;
+    t.C = d.OC, t.H = d.OH, t.W = d.OW;
+    t.OC = d.C, t.OH = d.H, t.OW = d.W;
+    t.pad = d.KH - 1 - d.pad;
+    return t;
+}
+std::vector<float> dx_conv_weights(const float* w, const ConvDims& d) {
+    const int64_t Cg = d.Cg(), OCg = d.OCg(), KK = d.KH * d.KW;
+    std::vector<float> wt(d.OC * Cg * KK);
+    for (int64_t g = 0; g < d.G; g++)
+        for (int64_t c = 0; c < Cg; c++)
+            for (int64_t oc = 0; oc < OCg; oc++) {
+                const float* src = w + ((g * OCg + oc) * Cg + c) * KK;
+                float* dst = wt.data() + ((g * Cg + c) * OCg + oc) * KK;
+                for (int64_t k = 0; k < KK; k++) dst[k] = src[KK - 1 - k];
+            }
+    return wt;
 }
 
 // dout (N, OC, OH, OW) -> dx (N, C, H, W) +=, dw (OC, Cg, KH, KW) +=, db (OC) +=;
@@ -220,6 +263,10 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
     }
     if (!dx && !dw) return;
 
+    const bool dx_via_conv = dx && dx_as_conv(d);
+    const ConvDims dt = dx_via_conv ? dx_conv_dims(d) : d;
+    const std::vector<float> wt = dx_via_conv ? dx_conv_weights(w, d) : std::vector<float>();
+
     // Every thread accumulates its images' dW into its own slice of this
     // slab (owned by the calling thread), summed into dw at the end.
     float* dw_partial = dw ? scratch(kDwPartials, partials * wsize) : nullptr;
@@ -227,9 +274,10 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
 
     auto chunk = [&](int64_t c) {
         const int64_t n0 = c * ch.images, nb = std::min(ch.images, d.N - n0), L = nb * P;
-        // This chunk's dout as (OC, L): itself for one image, else gathered.
+        // This chunk's dout as (OC, L): itself for one image, else gathered
+        // (unless only dx_via_conv reads it, from dout itself).
         const float* gc = dout + n0 * d.OC * P;
-        if (nb > 1) {
+        if (nb > 1 && (dw || !dx_via_conv)) {
             float* buf = scratch(kOutChunk, d.OC * L);
             for (int64_t i = 0; i < nb; i++)
                 for (int64_t oc = 0; oc < d.OC; oc++)
@@ -244,7 +292,9 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
                 sgemm(false, true, OCg, K, L, 1.0f, gc + g * OCg * L, L, col + g * K * L, L, 1.0f,
                       dwt + g * OCg * K, K, ch.gemm_threads);
         }
-        if (dx) {
+        if (dx_via_conv) {
+            conv_gemm_images(dout, wt.data(), nullptr, dx, true, n0, nb, ch.gemm_threads, dt);
+        } else if (dx) {
             // dcol_g (K, L) = w_g^T (K, OCg) @ dout_g (OCg, L), added back by
             // col2im; a single 1x1 image's dcol is its dx, so the GEMM adds to it.
             const bool direct = d.pointwise() && nb == 1;
