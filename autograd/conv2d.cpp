@@ -8,6 +8,8 @@
 // Three paths:
 // - general: im2col turns one image's receptive fields into a (C*KH*KW, P)
 //   matrix, and each group is one GEMM  out_g (OCg, P) = w_g (OCg, K) @ col_g (K, P).
+//   Backward: dW from the same columns; dx at stride 1 is itself such a
+//   convolution (of dout, see dx_as_conv), else a GEMM and col2im.
 // - 1x1, stride 1, no padding: the image itself already is that matrix.
 // - depthwise (G == C == OC): one KHxKW filter per plane, a direct loop.
 //
@@ -18,6 +20,9 @@
 // per thread, then summed. With fewer images than threads (inference at
 // batch 1) the batch runs serially and BLIS splits each GEMM instead.
 #include <omp.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -53,29 +58,64 @@ inline void valid_range(int64_t OW, int64_t W, int64_t stride, int64_t pad, int6
     lo = std::min(lo, hi);
 }
 
+// dst[0 .. n) = src[0 .. n): one output row of im2col at stride 1. Under
+// n = 8 it reads 8 floats from src, so the source needs 8 floats of slack.
+inline void copy_run(float* dst, const float* src, int64_t n) {
+#ifdef __AVX2__
+    if (n >= 8) {
+        // Whole vectors, the last one overlapping its predecessor.
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+        if (i < n) _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
+        return;
+    }
+    // A partial vector, stored in pieces (masked stores are slow on AMD).
+    const __m256 v = _mm256_loadu_ps(src);
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n >= 4) _mm_storeu_ps(dst, h), h = _mm256_extractf128_ps(v, 1), dst += 4, n -= 4;
+    if (n >= 2) _mm_storel_pi(reinterpret_cast<__m64*>(dst), h), h = _mm_movehl_ps(h, h), dst += 2, n -= 2;
+    if (n >= 1) _mm_store_ss(dst, h);
+#else
+    std::memcpy(dst, src, n * sizeof(float));
+#endif
+}
+
+// Per-thread scratch buffers, grown as needed and kept between calls.
+enum ScratchSlot { kCol, kDcol, kOutChunk, kDwPartials, kPadded, kSlots };
+float* scratch(ScratchSlot slot, size_t n) {
+    thread_local std::vector<float> bufs[kSlots];
+    if (bufs[slot].size() < n) bufs[slot].resize(n);
+    return bufs[slot].data();
+}
+
 // x (C, H, W) of one image -> its P columns of col (C*KH*KW rows, leading
-// dimension ld); padding reads as zero.
+// dimension ld); padding reads as zero. The image is first copied with its
+// padding (HP x WP planes), so that every run of im2col is a plain copy.
 void im2col(const float* x, float* col, int64_t ld, const ConvDims& d) {
+    const int64_t HP = d.H + 2 * d.pad, WP = d.W + 2 * d.pad;
+    float* xp = scratch(kPadded, d.C * HP * WP + 8);  // + 8: copy_run's slack
+    for (int64_t c = 0; c < d.C; c++)
+        for (int64_t r = 0; r < HP; r++) {
+            float* dst = xp + (c * HP + r) * WP;
+            const int64_t ih = r - d.pad;
+            if (ih < 0 || ih >= d.H) {
+                std::memset(dst, 0, WP * sizeof(float));
+                continue;
+            }
+            for (int64_t i = 0; i < d.pad; i++) dst[i] = dst[d.pad + d.W + i] = 0.0f;
+            std::memcpy(dst + d.pad, x + (c * d.H + ih) * d.W, d.W * sizeof(float));
+        }
     for (int64_t c = 0; c < d.C; c++)
         for (int64_t kh = 0; kh < d.KH; kh++)
             for (int64_t kw = 0; kw < d.KW; kw++) {
                 float* row = col + ((c * d.KH + kh) * d.KW + kw) * ld;
-                int64_t lo, hi;
-                valid_range(d.OW, d.W, d.stride, d.pad, kw, lo, hi);
                 for (int64_t oh = 0; oh < d.OH; oh++) {
                     float* dst = row + oh * d.OW;
-                    const int64_t ih = oh * d.stride - d.pad + kh;
-                    if (ih < 0 || ih >= d.H) {
-                        std::memset(dst, 0, d.OW * sizeof(float));
-                        continue;
-                    }
-                    const float* src = x + (c * d.H + ih) * d.W - d.pad + kw;
-                    for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                    const float* src = xp + (c * HP + oh * d.stride + kh) * WP + kw;
                     if (d.stride == 1)
-                        std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
+                        copy_run(dst, src, d.OW);
                     else
-                        for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * d.stride];
-                    for (int64_t ow = hi; ow < d.OW; ow++) dst[ow] = 0.0f;
+                        for (int64_t ow = 0; ow < d.OW; ow++) dst[ow] = src[ow * d.stride];
                 }
             }
 }
@@ -100,14 +140,6 @@ void col2im_add(const float* dcol, int64_t ld, float* dx, const ConvDims& d) {
                         for (int64_t ow = lo; ow < hi; ow++) dst[ow * d.stride] += src[ow];
                 }
             }
-}
-
-// Per-thread scratch buffers, grown as needed and kept between calls.
-enum ScratchSlot { kCol, kDcol, kOutChunk, kDwPartials, kSlots };
-float* scratch(ScratchSlot slot, size_t n) {
-    thread_local std::vector<float> bufs[kSlots];
-    if (bufs[slot].size() < n) bufs[slot].resize(n);
-    return bufs[slot].data();
 }
 
 // ---- general and 1x1 convolution (im2col + GEMM) ----------------------------
