@@ -27,7 +27,7 @@ Tensor relu(const Tensor& x) {
     if (needs_grad({&x})) {
         record("relu", out, [x = x, out]() mutable {
             const float* outp = out.data();
-            elementwise_backward(out, x, [outp](int64_t i, float dy) { return outp[i] > 0.0f ? dy : 0.0f; });
+            masked_backward(out, x, [outp](int64_t i) { return outp[i] > 0.0f; });
         });
     }
     return out;
@@ -48,9 +48,7 @@ Tensor relu6(const Tensor& x) {
     if (needs_grad({&x})) {
         record("relu6", out, [x = x, out]() mutable {
             const float* outp = out.data();
-            elementwise_backward(out, x, [outp](int64_t i, float dy) {
-                return (outp[i] > 0.0f && outp[i] < 6.0f) ? dy : 0.0f;
-            });
+            masked_backward(out, x, [outp](int64_t i) { return (outp[i] > 0.0f) & (outp[i] < 6.0f); });
         });
     }
     return out;

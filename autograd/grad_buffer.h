@@ -17,6 +17,7 @@
 // relu6 (activation.cpp), add (shape_ops.cpp), scale_channels, and the
 // straight-through backward of fake_quantize (quant/fake_quant.cpp).
 #pragma once
+#include <bit>
 #include <cstdint>
 #include <utility>
 
@@ -40,25 +41,31 @@ inline void hand_grad(Tensor& out, Tensor& x) {
     out.storage()->grad.clear();
 }
 
-// The backward of an elementwise op x -> out into x: dx = g(i, dy[i]) for
-// every element i, computed in out's gradient buffer and handed to x when
-// can_hand_grad(out, x), else added to x's gradient. g must be pure (it runs
-// in parallel, vectorized).
-template <class G>
-void elementwise_backward(Tensor& out, Tensor& x, G g) {
+// The backward of an elementwise op x -> out whose dx is dy or 0 element by
+// element: dx[i] = keep(i) ? dy[i] : 0, computed in out's gradient buffer and
+// handed to x when can_hand_grad(out, x), else added to x's gradient. keep
+// must be pure (it runs in parallel, vectorized). In place, dx = keep ? dy +
+// 0 : +0, which is what 0 + (keep ? dy : 0) gives; the select is a mask on
+// the bits, as GCC (under its default -ftrapping-math) sinks the + 0 into a
+// float select's branch and leaves the loop scalar and branchy.
+template <class Keep>
+void masked_backward(Tensor& out, Tensor& x, Keep keep) {
     constexpr int64_t kParallelMin = 1 << 15;  // below it a parallel region costs more than it saves
     const int64_t n = x.numel();
     if (can_hand_grad(out, x)) {
         float* d = out.grad();
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-        for (int64_t i = 0; i < n; i++) d[i] = g(i, d[i]) + 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const uint32_t mask = keep(i) ? ~0u : 0u;
+            d[i] = std::bit_cast<float>(std::bit_cast<uint32_t>(d[i] + 0.0f) & mask);
+        }
         hand_grad(out, x);
         return;
     }
     const float* dy = out.grad();
     float* dx = x.grad();
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; i++) dx[i] += g(i, dy[i]);
+    for (int64_t i = 0; i < n; i++) dx[i] += keep(i) ? dy[i] : 0.0f;
 }
 
 }  // namespace qf

@@ -46,7 +46,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
                                                                 : nullptr;
             for (Tensor* t : {&a, &b})
                 if (t != taker && t->requires_grad()) accumulate(t->grad(), out.grad(), n);
-            if (taker) elementwise_backward(out, *taker, [](int64_t, float dy) { return dy; });
+            if (taker) masked_backward(out, *taker, [](int64_t) { return true; });
         });
     }
     return out;
