@@ -149,8 +149,10 @@ vpmaddubsw (32 MACs per vpmaddubsw + vpmaddwd + vpaddd), but vpmaddubsw saturate
 sums (255 * 127 * 2 > 32767), so its int8 model is not the arithmetic the quantization
 simulated; the u8s8 line above is what that buys it. The exact variant of that chain (the
 s8 sign chain: |a| times w with a's sign moved onto w by vpsignb, pair sums at most
-128 * 127 * 2 = 32512, needs weights in [-127, 127]) costs one more instruction per 32 MACs and
-does not beat plain int16 here. So qforge keeps vpmaddwd; how close its kernels run to that
+128 * 127 * 2 = 32512, needs weights in [-127, 127]) costs one more instruction per 32 MACs:
+over six runs of this program on this machine it gave 0.75x to 1.16x the int16 rate (the int16
+loop itself ranges 47 to 78 GMAC/s from run to run), never the 2x a second kernel family and
+narrow-range weights would need to pay off. So qforge keeps vpmaddwd; how close its kernels run to that
 line is what a faster int8 model has left (per-layer times: \`infer MODEL --profile\`)."
 echo
 echo "$bound"
