@@ -35,11 +35,12 @@ Conv2d::Conv2d(const Conv2dParams& p, const int8_t* weights, const int32_t* bias
     }
     const bool winograd_wanted = winograd == Winograd::whenever_exact ||
                                  (winograd == Winograd::when_faster && p.in_c >= kWinogradMinInChannels);
-    if (winograd_wanted && is_winograd3x3_shape(p) && winograd3x3_fits(p, weights)) {
-        kernel_ = Kernel::winograd3x3;
-        winograd_ = pack_winograd3x3(p, weights, bias);
-        return;
-    }
+    if (winograd_wanted && is_winograd3x3_shape(p))
+        if (std::optional<PackedWinograd3x3> packed = pack_winograd3x3(p, weights, bias)) {
+            kernel_ = Kernel::winograd3x3;
+            winograd_ = std::move(*packed);
+            return;
+        }
     const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.pad_top == 0 && p.pad_left == 0 &&
                            p.pad_bottom == 0 && p.pad_right == 0;
     kernel_ = pointwise ? Kernel::gemm_pointwise : Kernel::gemm_padded_input;

@@ -5,7 +5,7 @@
 //  - 1x1 without padding (any stride, any groups): the GEMM on the input's
 //    pixels as they lie in memory, no copy;
 //  - 3x3 stride 1, groups 1, with at least kWinogradMinInChannels input
-//    channels and weights that pass winograd3x3_fits: exact integer Winograd
+//    channels and weights that keep it inside int32 (pack_winograd3x3): exact integer Winograd
 //    F(2x2, 3x3) (qs8_winograd3x3.h) on the padded int16 input below, 16
 //    multiplies per 2x2 outputs instead of 36. Below 32 input channels its
 //    transforms cost what it saves (build/bench/conv3x3_algorithms);

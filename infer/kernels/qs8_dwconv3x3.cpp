@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "infer/kernels/centered_weights.h"
 #include "infer/kernels/threading.h"
 
 #ifdef __AVX2__
@@ -30,15 +31,11 @@ PackedDepthwise3x3 pack_depthwise3x3(const Conv2dParams& p, const int8_t* weight
     const int padded = dw.channel_blocks * kDepthwiseBlock;
     dw.weights.assign(size_t(dw.channel_blocks) * kDepthwiseTapPairs * kDepthwiseBlock * 2, 0);
     dw.bias.assign(size_t(padded), 0);
+    const CenteredWeights centered =
+        center_weights(channels, 9, weights, bias, p.weight_zero_points, p.input_zero_point);
     for (int c = 0; c < channels; ++c) {
-        const int32_t zw = per_channel(p.weight_zero_points, c);
-        int32_t sum = 0;
-        for (int tap = 0; tap < 9; ++tap) {
-            const int16_t w = int16_t(weights[c * 9 + tap] - zw);
-            dw.weights[packed_index(c, tap)] = w;
-            sum += w;
-        }
-        dw.bias[size_t(c)] = (bias ? bias[c] : 0) - p.input_zero_point * sum;
+        for (int tap = 0; tap < 9; ++tap) dw.weights[packed_index(c, tap)] = centered.values[size_t(c) * 9 + tap];
+        dw.bias[size_t(c)] = centered.folded_bias[size_t(c)];
     }
     // weights16: the low halves (channels 0-3) of blocks 2B and 2B+1, then their high halves.
     dw.weights16.resize(size_t(channels / 16) * kDepthwiseTapPairs * 32);

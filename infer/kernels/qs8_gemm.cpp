@@ -1,6 +1,10 @@
 // Packing of the int8 GEMM's weights, and its portable scalar kernel.
 #include "infer/kernels/qs8_gemm.h"
 
+#include <algorithm>
+
+#include "infer/kernels/centered_weights.h"
+
 namespace qf::infer {
 
 PackedGemm pack_gemm_layout(int n, int k, const int16_t* weights, int segments) {
@@ -29,16 +33,10 @@ PackedGemm pack_gemm(int n, int k, const int8_t* weights, const int32_t* bias,
                      const std::vector<int32_t>& weight_zero_points, int32_t input_zero_point,
                      const std::vector<QuantizedMultiplier>& multipliers, OutputRange output,
                      int segments) {
-    std::vector<int16_t> centered(size_t(n) * k);  // W - zw
-    for (int col = 0; col < n; ++col)
-        for (int i = 0; i < k; ++i)
-            centered[size_t(col) * k + i] = int16_t(weights[size_t(col) * k + i] - per_channel(weight_zero_points, col));
-    PackedGemm g = pack_gemm_layout(n, k, centered.data(), segments);
-    for (int col = 0; col < n; ++col) {
-        int32_t sum = 0;  // |sum| <= 255 k, within the bound validate() checked
-        for (int i = 0; i < k; ++i) sum += centered[size_t(col) * k + i];
-        g.bias[size_t(col)] = (bias ? bias[col] : 0) - input_zero_point * sum;
-    }
+    const CenteredWeights centered =
+        center_weights(n, k, weights, bias, weight_zero_points, input_zero_point);
+    PackedGemm g = pack_gemm_layout(n, k, centered.values.data(), segments);
+    std::copy(centered.folded_bias.begin(), centered.folded_bias.end(), g.bias.begin());
     g.requantization = ChannelRequantization(multipliers, n, g.n_tiles * kGemmTileN, output);
     return g;
 }

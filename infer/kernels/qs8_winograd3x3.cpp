@@ -7,6 +7,8 @@
 #include <cstring>
 #include <limits>
 
+#include "infer/kernels/centered_weights.h"
+
 namespace qf::infer {
 
 namespace {
@@ -25,32 +27,31 @@ std::array<int32_t, kWinogradPositions> transform_weights(const int16_t* g, size
     return u;
 }
 
-// W - zw of output channel o as int16, [ky][kx][c].
-std::vector<int16_t> centered_weights(const Conv2dParams& p, const int8_t* weights, int o) {
-    const int k = p.weights_per_out_channel();
-    std::vector<int16_t> g(static_cast<size_t>(k));
-    for (int i = 0; i < k; ++i) g[size_t(i)] = int16_t(weights[size_t(o) * k + i] - per_channel(p.weight_zero_points, o));
-    return g;
-}
-
 }  // namespace
 
 bool is_winograd3x3_shape(const Conv2dParams& p) {
     return p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1;
 }
 
-bool winograd3x3_fits(const Conv2dParams& p, const int8_t* weights) {
+std::optional<PackedWinograd3x3> pack_winograd3x3(const Conv2dParams& p, const int8_t* weights,
+                                                  const int32_t* bias) {
+    const CenteredWeights centered =
+        center_weights(p.out_c, p.weights_per_out_channel(), weights, bias, p.weight_zero_points, p.input_zero_point);
+    // U at each position, [out_c][in_c], and per output channel the bound of
+    // every intermediate: sum over positions and input channels of |U| * max |V|.
+    std::vector<std::vector<int16_t>> u(kWinogradPositions, std::vector<int16_t>(size_t(p.out_c) * p.in_c));
     for (int o = 0; o < p.out_c; ++o) {
-        const std::vector<int16_t> g = centered_weights(p, weights, o);
-        int64_t bound = 0;  // sum over positions and input channels of |U| * max |V|
-        for (int c = 0; c < p.in_c; ++c)
-            for (int32_t u : transform_weights(g.data() + c, size_t(p.in_c))) bound += std::abs(int64_t(u));
-        if (bound * kMaxTransformedInput > std::numeric_limits<int32_t>::max()) return false;
+        const int16_t* g = centered.values.data() + size_t(o) * p.weights_per_out_channel();
+        int64_t bound = 0;
+        for (int c = 0; c < p.in_c; ++c) {
+            const auto uc = transform_weights(g + c, size_t(p.in_c));
+            for (int pos = 0; pos < kWinogradPositions; ++pos) {
+                u[size_t(pos)][size_t(o) * p.in_c + c] = int16_t(uc[size_t(pos)]);  // |U| <= 9 * 255
+                bound += std::abs(int64_t(uc[size_t(pos)]));
+            }
+        }
+        if (bound * kMaxTransformedInput > std::numeric_limits<int32_t>::max()) return std::nullopt;
     }
-    return true;
-}
-
-PackedWinograd3x3 pack_winograd3x3(const Conv2dParams& p, const int8_t* weights, const int32_t* bias) {
     PackedWinograd3x3 wg;
     wg.params = p;
     wg.out_h = p.out_h();
@@ -58,25 +59,11 @@ PackedWinograd3x3 pack_winograd3x3(const Conv2dParams& p, const int8_t* weights,
     wg.tiles_h = (wg.out_h + 1) / 2;
     wg.tiles_w = (wg.out_w + 1) / 2;
     wg.in_c_padded = (p.in_c + 1) / 2 * 2;
-    // U at each position, [out_c][in_c]; and the bias with the input zero point folded in.
-    std::vector<std::vector<int16_t>> u(kWinogradPositions, std::vector<int16_t>(size_t(p.out_c) * p.in_c));
-    std::vector<int32_t> folded_bias(size_t(p.out_c));
-    for (int o = 0; o < p.out_c; ++o) {
-        const std::vector<int16_t> g = centered_weights(p, weights, o);
-        for (int c = 0; c < p.in_c; ++c) {
-            const auto uc = transform_weights(g.data() + c, size_t(p.in_c));
-            for (int pos = 0; pos < kWinogradPositions; ++pos)
-                u[size_t(pos)][size_t(o) * p.in_c + c] = int16_t(uc[size_t(pos)]);  // |U| <= 9 * 255
-        }
-        int32_t sum = 0;
-        for (int16_t w : g) sum += w;
-        folded_bias[size_t(o)] = (bias ? bias[o] : 0) - p.input_zero_point * sum;
-    }
     for (int pos = 0; pos < kWinogradPositions; ++pos)
         wg.positions[size_t(pos)] = pack_gemm_layout(p.out_c, p.in_c, u[size_t(pos)].data());
     wg.out_c_padded = wg.positions[0].n_tiles * kGemmTileN;
     wg.bias.assign(size_t(wg.out_c_padded), 0);
-    std::copy(folded_bias.begin(), folded_bias.end(), wg.bias.begin());
+    std::copy(centered.folded_bias.begin(), centered.folded_bias.end(), wg.bias.begin());
     wg.requantization = ChannelRequantization(p.multipliers, p.out_c, wg.out_c_padded, p.output);
     return wg;
 }

@@ -16,7 +16,7 @@
 //  - V = B^T d B: each entry sums 4 inputs with coefficients +-1: |V| <= 512.
 //  - M = sum_c U V per tile position, then A^T M A: sums of +-M. prepare
 //    checks per output channel that sum_positions sum_c |U| * 512 fits int32
-//    (winograd3x3_fits); every intermediate is bounded by it. Layers whose
+//    (pack_winograd3x3); every intermediate is bounded by it. Layers whose
 //    weights fail the check run on the GEMM instead.
 // The input is the int16 padded buffer of the GEMM path (conv2d.cpp): raw
 // values, padding = the input zero point, so the zero points fold into the
@@ -29,6 +29,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "infer/kernels/channel_requantization.h"
@@ -54,13 +55,14 @@ struct PackedWinograd3x3 {
     size_t tiles(int batch) const { return size_t(batch) * tiles_h * tiles_w; }
 };
 
-// Whether `p` is a convolution this kernel can run (3x3, stride 1, groups 1),
-// and, given its weights, whether every intermediate fits int32 (above).
+// Whether `p` is a convolution this kernel can run (3x3, stride 1, groups 1).
 bool is_winograd3x3_shape(const Conv2dParams& p);
-bool winograd3x3_fits(const Conv2dParams& p, const int8_t* weights);
 
-// p must have passed validate(), is_winograd3x3_shape() and winograd3x3_fits().
-PackedWinograd3x3 pack_winograd3x3(const Conv2dParams& p, const int8_t* weights, const int32_t* bias);
+// p must have passed validate() and is_winograd3x3_shape(). Empty when an
+// intermediate of some output channel could leave int32 (above): the layer
+// then runs on the GEMM.
+std::optional<PackedWinograd3x3> pack_winograd3x3(const Conv2dParams& p, const int8_t* weights,
+                                                  const int32_t* bias);
 
 // What one thread works in: the transformed input tiles V
 // [position][tile][in_c_padded], the products M [position][tile][out_c_padded],

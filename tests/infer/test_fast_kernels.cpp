@@ -158,7 +158,7 @@ TEST_CASE("conv2d 3x3 whose Winograd intermediates could overflow int32 stays on
     ConvCase big(rng, p, 1);
     for (size_t i = 0; i < big.weights.size(); ++i) big.weights[i] = (i / 600 / 3) % 2 ? -127 : 127;
     big.input_zero_point_fixed(0);
-    CHECK_FALSE(winograd3x3_fits(big.p, big.weights.data()));
+    CHECK_FALSE(pack_winograd3x3(big.p, big.weights.data(), big.bias.data()).has_value());
     CHECK_FALSE(big.check());
 }
 
