@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "infer/kernels/centered_weights.h"
@@ -79,28 +80,17 @@ namespace {
 // how many of its 2 x 2 outputs lie inside the image.
 struct Tile {
     int b = 0, oy = 0, ox = 0, rows = 0, cols = 0;
-    Tile(const PackedWinograd3x3& wg, size_t t)
-        : b(int(t / (size_t(wg.tiles_h) * wg.tiles_w))),
-          oy(int(t / wg.tiles_w % wg.tiles_h) * 2),
-          ox(int(t % wg.tiles_w) * 2),
-          rows(std::min(2, wg.out_h - oy)),
-          cols(std::min(2, wg.out_w - ox)) {}
     Tile() = default;
+    Tile(const PackedWinograd3x3& wg, int b_, int oy_, int ox_)
+        : b(b_), oy(oy_), ox(ox_), rows(std::min(2, wg.out_h - oy)), cols(std::min(2, wg.out_w - ox)) {}
+    Tile(const PackedWinograd3x3& wg, size_t t)
+        : Tile(wg, int(t / (size_t(wg.tiles_h) * wg.tiles_w)), int(t / wg.tiles_w % wg.tiles_h) * 2,
+               int(t % wg.tiles_w) * 2) {}
     // The tile after this one.
     Tile next(const PackedWinograd3x3& wg) const {
-        Tile t = *this;
-        t.ox += 2;
-        if (t.ox >= wg.out_w) {
-            t.ox = 0;
-            t.oy += 2;
-            if (t.oy >= wg.out_h) {
-                t.oy = 0;
-                ++t.b;
-            }
-        }
-        t.rows = std::min(2, wg.out_h - t.oy);
-        t.cols = std::min(2, wg.out_w - t.ox);
-        return t;
+        if (ox + 2 < wg.out_w) return Tile(wg, b, oy, ox + 2);
+        if (oy + 2 < wg.out_h) return Tile(wg, b, oy + 2, 0);
+        return Tile(wg, b + 1, 0, 0);
     }
     // Output pixel (oy + i, ox + j), counted over the batch.
     size_t pixel(const PackedWinograd3x3& wg, int i, int j) const {
@@ -149,17 +139,20 @@ void transform_input(const int16_t* const (&d)[4][4], int channels, int16_t* v, 
                                        [](int16_t a, int16_t b) { return int16_t(a - b); });
 }
 
-// y[i][j] = (A^T M A)[i][j] / 4 for the 16 values at m[pos * stride], A^T = [1 1 1 0; 0 1 -1 -1].
-// The division is exact (Y carries the factor 4 of G').
-inline void transform_output(const int32_t* m, size_t stride, int32_t (&y)[2][2]) {
-    int32_t s[2][4];  // A^T M
+// y[i][j] = (A^T M A)[i][j] / 4 for the 16 values m(pos), A^T = [1 1 1 0; 0 1 -1 -1],
+// on a scalar or a vector of 8 channels, T (the same +, -, / 4 on both). The
+// division is exact: Y carries the factor 4 of G'.
+template <class T, class Load, class Add, class Sub, class Quarter>
+inline void transform_output(Load m, Add add, Sub sub, Quarter quarter, T (&y)[2][2]) {
+    T s[2][4];  // A^T M
     for (int j = 0; j < 4; ++j) {
-        s[0][j] = m[(0 * 4 + j) * stride] + m[(1 * 4 + j) * stride] + m[(2 * 4 + j) * stride];
-        s[1][j] = m[(1 * 4 + j) * stride] - m[(2 * 4 + j) * stride] - m[(3 * 4 + j) * stride];
+        const T m0 = m(j), m1 = m(4 + j), m2 = m(8 + j), m3 = m(12 + j);
+        s[0][j] = add(add(m0, m1), m2);
+        s[1][j] = sub(sub(m1, m2), m3);
     }
     for (int i = 0; i < 2; ++i) {
-        y[i][0] = (s[i][0] + s[i][1] + s[i][2]) / 4;
-        y[i][1] = (s[i][1] - s[i][2] - s[i][3]) / 4;
+        y[i][0] = quarter(add(add(s[i][0], s[i][1]), s[i][2]));
+        y[i][1] = quarter(sub(sub(s[i][1], s[i][2]), s[i][3]));
     }
 }
 
@@ -171,8 +164,10 @@ void finish_tiles_scalar(const PackedWinograd3x3& wg, const int32_t* m, const Ti
     const size_t stride = size_t(kWinogradTiles) * wg.out_c_padded;
     for (int r = 0; r < count; ++r)
         for (int o = 0; o < p.out_c; ++o) {
+            const int32_t* mr = m + size_t(r) * wg.out_c_padded + o;
             int32_t y[2][2];
-            transform_output(m + size_t(r) * wg.out_c_padded + o, stride, y);
+            transform_output([&](int pos) { return mr[pos * stride]; }, std::plus<int32_t>(), std::minus<int32_t>(),
+                             [](int32_t x) { return x / 4; }, y);
             for (int i = 0; i < tiles[r].rows; ++i)
                 for (int j = 0; j < tiles[r].cols; ++j)
                     output[tiles[r].pixel(wg, i, j) * p.out_c + size_t(o)] =
@@ -192,21 +187,14 @@ void finish_tiles_avx2(const PackedWinograd3x3& wg, const int32_t* m, const Tile
         const int channels = p.out_c - o < 8 ? p.out_c - o : 8;
         for (int r = 0; r < count; ++r) {
             const int32_t* mr = m + size_t(r) * wg.out_c_padded + o;
-            auto at = [&](int pos) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mr + pos * stride)); };
-            __m256i s[2][4];  // A^T M
-            for (int j = 0; j < 4; ++j) {
-                const __m256i m0 = at(j), m1 = at(4 + j), m2 = at(8 + j), m3 = at(12 + j);
-                s[0][j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
-                s[1][j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
-            }
+            __m256i y[2][2];
+            transform_output(
+                [&](int pos) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mr + pos * stride)); },
+                _mm256_add_epi32, _mm256_sub_epi32, [](__m256i x) { return _mm256_srai_epi32(x, 2); }, y);
             for (int i = 0; i < tiles[r].rows; ++i) {
-                // (A^T M A) / 4: the sums are exact multiples of 4, the arithmetic shift divides exactly.
-                const __m256i y[2] = {
-                    _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(s[i][0], s[i][1]), s[i][2]), 2),
-                    _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(s[i][1], s[i][2]), s[i][3]), 2)};
                 for (int j = 0; j < tiles[r].cols; ++j) {
                     int8_t* dst = output + tiles[r].pixel(wg, i, j) * p.out_c + size_t(o);
-                    const __m256i out = wg.requantization.apply(_mm256_add_epi32(y[j], bias), q);
+                    const __m256i out = wg.requantization.apply(_mm256_add_epi32(y[i][j], bias), q);
                     if (channels == 8) {
                         avx2::store_int8x8(dst, out);
                     } else {
