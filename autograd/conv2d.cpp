@@ -88,12 +88,9 @@ float* scratch(ScratchSlot slot, size_t n) {
     return bufs[slot].data();
 }
 
-// x (C, H, W) of one image -> its P columns of col (C*KH*KW rows, leading
-// dimension ld); padding reads as zero. The image is first copied with its
-// padding (HP x WP planes), so that every run of im2col is a plain copy.
-void im2col(const float* x, float* col, int64_t ld, const ConvDims& d) {
+// x (C, H, W) of one image -> xp (C, H + 2*pad, W + 2*pad), zero padded.
+void pad_image(const float* x, float* xp, const ConvDims& d) {
     const int64_t HP = d.H + 2 * d.pad, WP = d.W + 2 * d.pad;
-    float* xp = scratch(kPadded, d.C * HP * WP + 8);  // + 8: copy_run's slack
     for (int64_t c = 0; c < d.C; c++)
         for (int64_t r = 0; r < HP; r++) {
             float* dst = xp + (c * HP + r) * WP;
@@ -105,6 +102,15 @@ void im2col(const float* x, float* col, int64_t ld, const ConvDims& d) {
             for (int64_t i = 0; i < d.pad; i++) dst[i] = dst[d.pad + d.W + i] = 0.0f;
             std::memcpy(dst + d.pad, x + (c * d.H + ih) * d.W, d.W * sizeof(float));
         }
+}
+
+// x (C, H, W) of one image -> its P columns of col (C*KH*KW rows, leading
+// dimension ld); padding reads as zero. The image is first copied with its
+// padding (HP x WP planes), so that every run of im2col is a plain copy.
+void im2col(const float* x, float* col, int64_t ld, const ConvDims& d) {
+    const int64_t HP = d.H + 2 * d.pad, WP = d.W + 2 * d.pad;
+    float* xp = scratch(kPadded, d.C * HP * WP + 8);  // + 8: copy_run's slack
+    pad_image(x, xp, d);
     for (int64_t c = 0; c < d.C; c++)
         for (int64_t kh = 0; kh < d.KH; kh++)
             for (int64_t kw = 0; kw < d.KW; kw++) {
@@ -309,17 +315,7 @@ void implicit_image(const ImplicitConv& ic, const float* x, const float* b, floa
                     bool accumulate, int64_t n, const ConvDims& d) {
     float* xp = scratch(kPadded, ic.xp_size);
     const int64_t plane = ic.HP * ic.WP;
-    for (int64_t c = 0; c < d.C; c++)
-        for (int64_t r = 0; r < ic.HP; r++) {
-            float* dst = xp + c * plane + r * ic.WP;
-            const int64_t ih = r - d.pad;
-            if (ih < 0 || ih >= d.H) {
-                std::memset(dst, 0, ic.WP * sizeof(float));
-                continue;
-            }
-            for (int64_t i = 0; i < d.pad; i++) dst[i] = dst[d.pad + d.W + i] = 0.0f;
-            std::memcpy(dst + d.pad, x + ((n * d.C + c) * d.H + ih) * d.W, d.W * sizeof(float));
-        }
+    pad_image(x + n * d.C * d.H * d.W, xp, d);
     // The slack past the planes feeds only garbage columns; zeros keep it finite.
     std::memset(xp + d.C * plane, 0, (ic.xp_size - d.C * plane) * sizeof(float));
     float* grid = scratch(kOutChunk, ic.OCp * ic.Q);
