@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "autograd/conv2d_implicit.h"
+#include "autograd/conv_dims.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
 
@@ -37,15 +39,7 @@ namespace qf {
 
 namespace {
 
-struct ConvDims {
-    int64_t N, C, H, W, OC, KH, KW, OH, OW, G, stride, pad;
-    int64_t Cg() const { return C / G; }
-    int64_t OCg() const { return OC / G; }
-    int64_t K() const { return Cg() * KH * KW; }
-    int64_t P() const { return OH * OW; }
-    bool pointwise() const { return KH == 1 && KW == 1 && stride == 1 && pad == 0; }
-    bool depthwise() const { return G == C && OC == C; }
-};
+using detail::ConvDims;
 
 // The first and one-past-last output column ow whose input column
 // ow*stride - pad + kw falls inside [0, W).
@@ -234,80 +228,12 @@ void conv_gemm_images(const float* x, const float* w, const float* b, float* out
             }
 }
 
-// ---- stride-1 convolution as an implicit GEMM (AVX2) ------------------------
-//
-// At stride 1, output pixel (oh, ow) reads input (oh+kh, ow+kw) of the padded
-// image (HP x WP planes). Computed on a grid WP wide instead of OW (the last
-// WP-OW columns of each row are garbage, dropped when copied out), grid
-// column q = oh*WP + ow reads padded element q + off[k], off[k] = (c*HP + kh)*WP
-// + kw: row k of the column matrix is a contiguous run of the padded image
-// itself. So the kernel reads B straight from the padded image, with no
-// im2col and no packing: grid (OC, Q) = w (OC, K) @ B (K, Q). For resnet20's
-// shapes that costs 7-29% more multiply-adds (WP/OW) but measured 1.2-1.5x
-// faster than im2col + BLIS per image.
+// ---- stride-1 convolution as an implicit GEMM (AVX2, conv2d_implicit.h) ----
 
 #ifdef __AVX2__
-constexpr int64_t kImplicitMR = 4;   // output channels per tile (broadcast)
-constexpr int64_t kImplicitNR = 24;  // grid columns per tile (3 vectors)
-
-struct ImplicitConv {
-    std::vector<float> wpk;     // w as panels of kImplicitMR rows: (OCp/MR, K, MR), zero rows past OC
-    std::vector<int32_t> off;   // off[k] for k = (c*KH + kh)*KW + kw
-    int64_t OCp, HP, WP, Q;     // OC rounded up to MR; padded planes; grid columns (multiple of NR)
-    int64_t xp_size;            // floats of the padded image, with the slack the last tiles read
-};
-
-ImplicitConv implicit_prepare(const float* w, const ConvDims& d) {
-    ImplicitConv ic;
-    const int64_t K = d.K(), MR = kImplicitMR;
-    ic.OCp = (d.OC + MR - 1) / MR * MR;
-    ic.HP = d.H + 2 * d.pad, ic.WP = d.W + 2 * d.pad;
-    ic.Q = (d.OH * ic.WP + kImplicitNR - 1) / kImplicitNR * kImplicitNR;
-    ic.wpk.assign(ic.OCp * K, 0.0f);
-    for (int64_t oc = 0; oc < d.OC; oc++)
-        for (int64_t k = 0; k < K; k++) ic.wpk[((oc / MR) * K + k) * MR + oc % MR] = w[oc * K + k];
-    ic.off.resize(K);
-    for (int64_t c = 0; c < d.C; c++)
-        for (int64_t kh = 0; kh < d.KH; kh++)
-            for (int64_t kw = 0; kw < d.KW; kw++)
-                ic.off[(c * d.KH + kh) * d.KW + kw] = (int32_t)((c * ic.HP + kh) * ic.WP + kw);
-    ic.xp_size = ic.off[K - 1] + ic.Q;
-    return ic;
-}
-
-// grid (OCp, Q) = wpk @ B, B(k, q) = xp[off[k] + q]; 4x24 tiles, 12 accumulators.
-void implicit_kernel(const ImplicitConv& ic, int64_t K, const float* xp, float* grid) {
-    const int32_t* off = ic.off.data();
-    for (int64_t ob = 0; ob < ic.OCp; ob += kImplicitMR) {
-        const float* a0 = ic.wpk.data() + ob * K;
-        for (int64_t q = 0; q < ic.Q; q += kImplicitNR) {
-            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
-            __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-            const float* b = xp + q;
-            const float* a = a0;
-            for (int64_t k = 0; k < K; k++, a += kImplicitMR) {
-                const float* bk = b + off[k];
-                const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8), b2 = _mm256_loadu_ps(bk + 16);
-                __m256 av = _mm256_broadcast_ss(a);
-                c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01), c02 = _mm256_fmadd_ps(av, b2, c02);
-                av = _mm256_broadcast_ss(a + 1);
-                c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11), c12 = _mm256_fmadd_ps(av, b2, c12);
-                av = _mm256_broadcast_ss(a + 2);
-                c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21), c22 = _mm256_fmadd_ps(av, b2, c22);
-                av = _mm256_broadcast_ss(a + 3);
-                c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31), c32 = _mm256_fmadd_ps(av, b2, c32);
-            }
-            float* g = grid + ob * ic.Q + q;
-            _mm256_storeu_ps(g, c00), _mm256_storeu_ps(g + 8, c01), _mm256_storeu_ps(g + 16, c02);
-            g += ic.Q;
-            _mm256_storeu_ps(g, c10), _mm256_storeu_ps(g + 8, c11), _mm256_storeu_ps(g + 16, c12);
-            g += ic.Q;
-            _mm256_storeu_ps(g, c20), _mm256_storeu_ps(g + 8, c21), _mm256_storeu_ps(g + 16, c22);
-            g += ic.Q;
-            _mm256_storeu_ps(g, c30), _mm256_storeu_ps(g + 8, c31), _mm256_storeu_ps(g + 16, c32);
-        }
-    }
-}
+using detail::ImplicitConv;
+using detail::implicit_kernel;
+using detail::implicit_prepare;
 
 // Image n of x (N, C, H, W) convolved as prepared in ic, plus b (OC) or null,
 // written to its planes of out (N, OC, OH, OW), or added to them (accumulate).
