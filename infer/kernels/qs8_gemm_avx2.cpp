@@ -43,6 +43,11 @@ void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int cou
     qs8_gemm_panel_widened_avx2(g, runs.runs, count, c, ldc);
 }
 
+// GCC folds the weight loads into each of the 4 rows' vpmaddwd (8 loads
+// where 2 do), which makes the loop load-bound; an empty asm that "changes"
+// the registers makes it load each once.
+static inline void keep_in_register(__m256i& a, __m256i& b) { asm("" : "+x"(a), "+x"(b)); }
+
 // Runs the 4 x 16 tile over every tile of channels and hands each tile's
 // accumulators (row r, channels 0-7 and 8-15) to finish(tile, acc).
 template <class Finish>
@@ -62,8 +67,9 @@ static inline void for_each_tile(const PackedGemm& g, const int16_t* const* runs
         for (int s = 0; s < segments; ++s) {
             const int16_t *a0 = row0[s], *a1 = row1[s], *a2 = row2[s], *a3 = row3[s];
             for (int p = 0; p < g.segment_pairs; ++p, w += kGemmTileN * 2) {
-                const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));       // channels 0-7
-                const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));  // channels 8-15
+                __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));       // channels 0-7
+                __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));  // channels 8-15
+                keep_in_register(w0, w1);
                 __m256i a = broadcast_pair(a0 + 2 * p);
                 acc00 = _mm256_add_epi32(acc00, _mm256_madd_epi16(a, w0));
                 acc01 = _mm256_add_epi32(acc01, _mm256_madd_epi16(a, w1));
