@@ -66,17 +66,19 @@ void Conv2d::run(int batch, const int8_t* input, int8_t* output, bool use_simd) 
         run_gemm(batch, input, output, use_simd);
 }
 
-// An output pixel (b, oy, ox); a panel of kGemmTileM pixels walks them in order.
+// An output pixel (b, oy, ox), walked in order: a thread's panels are
+// consecutive, so one cursor per thread replaces the divisions per pixel.
 struct PixelCursor {
-    int b, oy, ox;
+    int out_h, out_w, b, oy, ox;
     PixelCursor(const Conv2dParams& p, int64_t pixel)
-        : b(int(pixel / (int64_t(p.out_h()) * p.out_w()))),
-          oy(int(pixel / p.out_w() % p.out_h())),
-          ox(int(pixel % p.out_w())) {}
-    void next(const Conv2dParams& p) {
-        if (++ox < p.out_w()) return;
+        : out_h(p.out_h()), out_w(p.out_w()),
+          b(int(pixel / (int64_t(out_h) * out_w))),
+          oy(int(pixel / out_w % out_h)),
+          ox(int(pixel % out_w)) {}
+    void next() {
+        if (++ox < out_w) return;
         ox = 0;
-        if (++oy < p.out_h()) return;
+        if (++oy < out_h) return;
         oy = 0;
         ++b;
     }
@@ -156,20 +158,24 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
                                       int(std::min<int64_t>(kWinogradTiles, tiles - first)), output, winograd_scratch,
                                       use_simd);
         } else {
-#pragma omp for schedule(static)
-            for (int64_t panel = 0; panel < panels; ++panel) {
+            // This thread's panels, as omp for schedule(static) would split them.
+            const int64_t nthreads = omp_get_num_threads(), thread = omp_get_thread_num();
+            const int64_t first_panel = panels * thread / nthreads, last_panel = panels * (thread + 1) / nthreads;
+            PixelCursor cursor(p, first_panel * kGemmTileM);
+            for (int64_t panel = first_panel; panel < last_panel; ++panel) {
                 const int64_t first = panel * kGemmTileM;
                 const int count = int(std::min<int64_t>(kGemmTileM, pixels - first));
+                const PixelCursor panel_start = cursor;
                 for (int g = 0; g < p.groups; ++g) {
                     int8_t* c = output + first * p.out_c + g * out_c_per_group;
-                    PixelCursor at(p, first);
+                    PixelCursor at = panel_start;
                     if (pointwise) {
                         const int8_t* rows[kGemmTileM];
-                        for (int r = 0; r < count; ++r, at.next(p)) rows[r] = pointwise_row(p, input, at, g);
+                        for (int r = 0; r < count; ++r, at.next()) rows[r] = pointwise_row(p, input, at, g);
                         panel_kernel(groups_[size_t(g)], rows, count, c, size_t(p.out_c), scratch.data());
                         continue;
                     }
-                    for (int r = 0; r < count; ++r, at.next(p)) {
+                    for (int r = 0; r < count; ++r, at.next()) {
                         const int16_t* window =
                             padded + at.b * padded_image +
                             (size_t(at.oy) * p.stride_h * p.padded_w() + size_t(at.ox) * p.stride_w) * p.in_c +
@@ -178,6 +184,7 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
                     }
                     runs_kernel(groups_[size_t(g)], runs.data(), count, c, size_t(p.out_c));
                 }
+                for (int r = 0; r < count; ++r) cursor.next();
             }
         }
     }
