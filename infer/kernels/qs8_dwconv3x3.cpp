@@ -109,14 +109,23 @@ static void depthwise_row16_avx2(const PackedDepthwise3x3& dw, const int8_t* con
         return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c)));
     };
     for (int ox = 0; ox < out_w; ++ox, taps += 9) {
-        __m256i acc_lo = bias_lo, acc_hi = bias_hi;
-        for (int pair = 0; pair < kDepthwiseTapPairs; ++pair) {
-            const __m256i x0 = load16(taps[2 * pair]);
-            const __m256i x1 = 2 * pair + 1 < 9 ? load16(taps[2 * pair + 1]) : _mm256_setzero_si256();
+        // The 5 tap pairs written out (GCC kept the loop, and its test for
+        // the 10th tap, in the hot path): two independent sums per half.
+        __m256i sum_lo[2] = {bias_lo, _mm256_setzero_si256()}, sum_hi[2] = {bias_hi, _mm256_setzero_si256()};
+        auto add_pair = [&](int pair, __m256i x0, __m256i x1) {
             const __m256i* wp = reinterpret_cast<const __m256i*>(w + pair * 32);
-            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), _mm256_loadu_si256(wp)));
-            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), _mm256_loadu_si256(wp + 1)));
-        }
+            __m256i& lo_acc = sum_lo[pair % 2];
+            __m256i& hi_acc = sum_hi[pair % 2];
+            lo_acc = _mm256_add_epi32(lo_acc, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), _mm256_loadu_si256(wp)));
+            hi_acc = _mm256_add_epi32(hi_acc, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), _mm256_loadu_si256(wp + 1)));
+        };
+        add_pair(0, load16(taps[0]), load16(taps[1]));
+        add_pair(1, load16(taps[2]), load16(taps[3]));
+        add_pair(2, load16(taps[4]), load16(taps[5]));
+        add_pair(3, load16(taps[6]), load16(taps[7]));
+        add_pair(4, load16(taps[8]), _mm256_setzero_si256());
+        const __m256i acc_lo = _mm256_add_epi32(sum_lo[0], sum_lo[1]);
+        const __m256i acc_hi = _mm256_add_epi32(sum_hi[0], sum_hi[1]);
         const __m256i out16 = _mm256_packs_epi32(dw.requantization.apply(acc_lo, q_lo),
                                                  dw.requantization.apply(acc_hi, q_hi));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + size_t(ox) * out_stride + c),
@@ -131,10 +140,12 @@ void qs8_dwconv3x3(const PackedDepthwise3x3& dw, int batch, const int8_t* input,
     const int in_h = p.in_h, in_w = p.in_w, channels = p.out_c;
     const int out_h = p.out_h(), out_w = p.out_w();
     const int threads = threads_for(int64_t(batch) * out_h * out_w * channels * 9, kMinMacsPerThread);
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel num_threads(threads)
+    {
+    std::vector<const int8_t*> row_taps(size_t(out_w) * 9);  // 9 tap rows per output pixel
+#pragma omp for schedule(static)
     for (int row = 0; row < batch * out_h; ++row) {
         const int b = row / out_h, oy = row % out_h;
-        std::vector<const int8_t*> row_taps(size_t(out_w) * 9);  // 9 tap rows per output pixel
         for (int ox = 0; ox < out_w; ++ox) {
             const int8_t** taps = row_taps.data() + size_t(ox) * 9;
             for (int ky = 0; ky < 3; ++ky) {
@@ -163,6 +174,7 @@ void qs8_dwconv3x3(const PackedDepthwise3x3& dw, int batch, const int8_t* input,
 #endif
             for (; c < channels; ++c) out[c] = depthwise_channel(dw, taps, c);
         }
+    }
     }
 }
 
