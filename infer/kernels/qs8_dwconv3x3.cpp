@@ -126,10 +126,9 @@ static void depthwise_row16_avx2(const PackedDepthwise3x3& dw, const int8_t* con
         add_pair(4, load16(taps[8]), _mm256_setzero_si256());
         const __m256i acc_lo = _mm256_add_epi32(sum_lo[0], sum_lo[1]);
         const __m256i acc_hi = _mm256_add_epi32(sum_hi[0], sum_hi[1]);
-        const __m256i out16 = _mm256_packs_epi32(dw.requantization.apply(acc_lo, q_lo),
-                                                 dw.requantization.apply(acc_hi, q_hi));
+        // lo, hi = channels {0-3, 8-11}, {4-7, 12-15}: vpackssdw puts them in order.
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + size_t(ox) * out_stride + c),
-                         _mm_packs_epi16(_mm256_castsi256_si128(out16), _mm256_extracti128_si256(out16, 1)));
+                         avx2::pack_int16_to_int8(avx2::requantize_to_int16_packed(acc_lo, acc_hi, q_lo, q_hi)));
     }
 }
 #endif

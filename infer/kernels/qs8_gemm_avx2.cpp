@@ -99,14 +99,14 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
         const avx2::RequantizeLanes q1 = g.requantization.lanes(col + 8);
         const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
         for (int r = 0; r < count; ++r) {
-            const __m256i out0 = g.requantization.apply(_mm256_add_epi32(acc[r][0], bias0), q0);
-            const __m256i out1 = g.requantization.apply(_mm256_add_epi32(acc[r][1], bias1), q1);
+            const __m128i out = avx2::requantize_to_int8x16(_mm256_add_epi32(acc[r][0], bias0),
+                                                            _mm256_add_epi32(acc[r][1], bias1), q0, q1);
             int8_t* dst = c + r * ldc + col;
             if (cols == kGemmTileN) {
-                avx2::store_int8x16(dst, out0, out1);
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), out);
             } else {  // the last, partial tile of channels
                 int8_t tmp[kGemmTileN];
-                avx2::store_int8x16(tmp, out0, out1);
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp), out);
                 std::memcpy(dst, tmp, size_t(cols));
             }
         }

@@ -18,6 +18,8 @@ struct RequantizeLanes {
     __m256i half_even, half_odd;          // 64-bit: 2^(exponent - 1)
     __m256i acc_min, acc_max;             // where the product still fits int32
     __m256i zero_point, min_minus_zero_point, max_minus_zero_point;
+    __m256i zero_point16, min16, max16;   // int16 lanes, for requantize_to_int8x16
+    bool clamp_acc;                       // some lane's multiplier is >= 1 (shift > 0)
 };
 
 inline RequantizeLanes make_requantize_lanes(__m256i M0, __m256i shift, int32_t zero_point, int32_t qmin,
@@ -42,7 +44,11 @@ inline RequantizeLanes make_requantize_lanes(__m256i M0, __m256i shift, int32_t 
             acc_max,
             _mm256_set1_epi32(zero_point),
             _mm256_set1_epi32(qmin - zero_point),
-            _mm256_set1_epi32(qmax - zero_point)};
+            _mm256_set1_epi32(qmax - zero_point),
+            _mm256_set1_epi16(int16_t(zero_point)),
+            _mm256_set1_epi16(int16_t(qmin)),
+            _mm256_set1_epi16(int16_t(qmax)),
+            _mm256_movemask_epi8(_mm256_cmpgt_epi32(shift, _mm256_setzero_si256())) != 0};
 }
 
 // Lane i: multiply_by_quantized_multiplier(acc[i], ...) for acc within
@@ -62,26 +68,45 @@ inline __m256i multiply_by_quantized_multiplier(__m256i acc, const RequantizeLan
     return _mm256_sign_epi32(_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA), acc);
 }
 
+// multiply_by_quantized_multiplier of acc clamped to where the product fits
+// (a no-op, skipped, when every lane's multiplier is below 1).
+inline __m256i scale_accumulator(__m256i acc, const RequantizeLanes& q) {
+    if (q.clamp_acc) acc = _mm256_min_epi32(_mm256_max_epi32(acc, q.acc_min), q.acc_max);
+    return multiply_by_quantized_multiplier(acc, q);
+}
+
 // Lane i: requantize(acc[i], ...) with lane i's constants.
 inline __m256i requantize(__m256i acc, const RequantizeLanes& q) {
-    acc = _mm256_min_epi32(_mm256_max_epi32(acc, q.acc_min), q.acc_max);
-    __m256i y = multiply_by_quantized_multiplier(acc, q);
-    y = _mm256_min_epi32(_mm256_max_epi32(y, q.min_minus_zero_point), q.max_minus_zero_point);
-    return _mm256_add_epi32(y, q.zero_point);
+    const __m256i y = scale_accumulator(acc, q);
+    return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(y, q.min_minus_zero_point), q.max_minus_zero_point),
+                            q.zero_point);
+}
+
+// requantize() of a and b (constants qa, qb; one output range) as int16
+// lanes in vpackssdw's order: [a0-3 b0-3 | a4-7 b4-7]. The output stage runs
+// on int16 lanes: clamp(y, min - zp, max - zp) + zp equals
+// clamp(sat16(sat16(y) + zp), min, max), because whatever saturates at
+// +-32767 lies far outside [min, max] either way.
+inline __m256i requantize_to_int16_packed(__m256i a, __m256i b, const RequantizeLanes& qa, const RequantizeLanes& qb) {
+    const __m256i y = _mm256_packs_epi32(scale_accumulator(a, qa), scale_accumulator(b, qb));
+    return _mm256_min_epi16(_mm256_max_epi16(_mm256_adds_epi16(y, qa.zero_point16), qa.min16), qa.max16);
+}
+
+// The 16 int16 lanes (each within [-128, 127]) as 16 int8, in lane order.
+inline __m128i pack_int16_to_int8(__m256i y) {
+    return _mm_packs_epi16(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+}
+
+// requantize() of a[0..8) then b[0..8) as 16 int8 in that order.
+inline __m128i requantize_to_int8x16(__m256i a, __m256i b, const RequantizeLanes& qa, const RequantizeLanes& qb) {
+    // The permute undoes vpackssdw's interleaving of the 128-bit halves.
+    return pack_int16_to_int8(_mm256_permute4x64_epi64(requantize_to_int16_packed(a, b, qa, qb), 0xD8));
 }
 
 // Stores 8 int32 lanes already within [-128, 127] as 8 int8.
 inline void store_int8x8(int8_t* dst, __m256i v) {
     const __m128i v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packs_epi16(v16, v16));
-}
-
-// Stores lanes a[0..8) then b[0..8), already within [-128, 127], as 16 int8.
-inline void store_int8x16(int8_t* dst, __m256i a, __m256i b) {
-    // packs works within 128-bit halves: [a0-3 b0-3 | a4-7 b4-7]; the permute restores the order.
-    const __m256i ab16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
-    const __m128i ab8 = _mm_packs_epi16(_mm256_castsi256_si128(ab16), _mm256_extracti128_si256(ab16, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), ab8);
 }
 
 }  // namespace qf::infer::avx2

@@ -186,4 +186,33 @@ TEST_CASE("AVX2 requantization lanes match the scalar functions") {
     }
     CHECK(mismatches == 0);
 }
+
+TEST_CASE("AVX2 requantize_to_int8x16 matches the scalar requantize for any output range") {
+    std::mt19937_64 rng(6);
+    const std::vector<int32_t> edges = edge_values();
+    int64_t mismatches = 0;
+    for (int iter = 0; iter < 100000; ++iter) {
+        alignas(32) int32_t acc[16], M0[16], shift[16];
+        const int32_t zero_point = int32_t(rng() % 256) - 128;
+        int32_t qmin = int32_t(rng() % 256) - 128, qmax = int32_t(rng() % 256) - 128;
+        if (qmin > qmax) std::swap(qmin, qmax);
+        if (iter % 3 == 0) qmin = -128, qmax = 127;
+        // Half the iterations with every multiplier below 1 (the unclamped path).
+        const int max_shift = iter % 2 ? 0 : kMaxShift;
+        for (int i = 0; i < 16; ++i) {
+            acc[i] = iter % 4 == 0 ? edges[rng() % edges.size()] : random_int32(rng);
+            shift[i] = kMinShift + int(rng() % (max_shift - kMinShift + 1));
+            M0[i] = int32_t((1u << 30) + uint32_t(rng() % (1u << 30)));
+            if (rng() % 16 == 0) M0[i] = 0, shift[i] = 0;
+        }
+        auto load = [](const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); };
+        const avx2::RequantizeLanes qa = avx2::make_requantize_lanes(load(M0), load(shift), zero_point, qmin, qmax);
+        const avx2::RequantizeLanes qb =
+            avx2::make_requantize_lanes(load(M0 + 8), load(shift + 8), zero_point, qmin, qmax);
+        alignas(16) int8_t out[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(out), avx2::requantize_to_int8x16(load(acc), load(acc + 8), qa, qb));
+        for (int i = 0; i < 16; ++i) mismatches += out[i] != requantize(acc[i], M0[i], shift[i], zero_point, qmin, qmax);
+    }
+    CHECK(mismatches == 0);
+}
 #endif
