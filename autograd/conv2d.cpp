@@ -75,7 +75,7 @@ inline void copy_run(float* dst, const float* src, int64_t n) {
 }
 
 // Per-thread scratch buffers, grown as needed and kept between calls.
-enum ScratchSlot { kCol, kDcol, kOutChunk, kDwPartials, kPadded, kSlots };
+enum ScratchSlot { kCol, kDcol, kOutChunk, kDwPartials, kPadded, kDoutT, kSlots };
 float* scratch(ScratchSlot slot, size_t n) {
     thread_local std::vector<float> bufs[kSlots];
     if (bufs[slot].size() < n) bufs[slot].resize(n);
@@ -234,6 +234,9 @@ void conv_gemm_images(const float* x, const float* w, const float* b, float* out
 using detail::ImplicitConv;
 using detail::implicit_kernel;
 using detail::implicit_prepare;
+using detail::ImplicitWgrad;
+using detail::wgrad_kernel;
+using detail::wgrad_prepare;
 
 // Image n of x (N, C, H, W) convolved as prepared in ic, plus b (OC) or null,
 // written to its planes of out (N, OC, OH, OW), or added to them (accumulate).
@@ -257,6 +260,21 @@ void implicit_image(const ImplicitConv& ic, const float* x, const float* b, floa
                 for (int64_t ow = 0; ow < d.OW; ow++) dst[ow] = src[ow] + bias;
         }
     }
+}
+
+// dwt (Kp, OCp) += the dW of image n, transposed (wgrad_kernel).
+void implicit_wgrad_image(const ImplicitWgrad& wg, const float* x, const float* dout, float* dwt,
+                          int64_t n, const ConvDims& d) {
+    float* xp = scratch(kPadded, d.C * wg.HP * wg.WP);
+    pad_image(x + n * d.C * d.H * d.W, xp, d);
+    // dout^T (P, OCp), its rows 64-byte aligned so that no vector load splits a cache line.
+    const int64_t P = d.P(), OCp = wg.OCp;
+    float* gt = scratch(kDoutT, P * OCp + 16);
+    gt += (16 - reinterpret_cast<uintptr_t>(gt) / sizeof(float) % 16) % 16;
+    const float* g = dout + n * d.OC * P;
+    for (int64_t oc = 0; oc < OCp; oc++)
+        for (int64_t p = 0; p < P; p++) gt[p * OCp + oc] = oc < d.OC ? g[oc * P + p] : 0.0f;
+    wgrad_kernel(wg, xp, gt, dwt, d);
 }
 #endif
 
@@ -355,28 +373,42 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
 #ifdef __AVX2__
     const bool dx_implicit = dx_via_conv && implicit_conv(dt, ch);
     const ImplicitConv dx_ic = dx_implicit ? implicit_prepare(wt.data(), dt) : ImplicitConv{};
+    const bool dw_implicit = dw && implicit_conv(d, ch);
+    const ImplicitWgrad wg = dw_implicit ? wgrad_prepare(d) : ImplicitWgrad{};
 #endif
-
     // Every thread accumulates its images' dW into its own slice of this
-    // slab (owned by the calling thread), summed into dw at the end.
-    float* dw_partial = dw ? scratch(kDwPartials, partials * wsize) : nullptr;
-    if (dw) std::memset(dw_partial, 0, partials * wsize * sizeof(float));
+    // slab (owned by the calling thread), summed into dw at the end. A slice
+    // is dw's (OC, K), or (Kp, OCp), transposed, from the implicit kernel:
+    // element (oc, k) at oc*oc_stride + k*k_stride.
+#ifdef __AVX2__
+    const int64_t slice = dw_implicit ? wg.Kp * wg.OCp : wsize;
+    const int64_t oc_stride = dw_implicit ? 1 : K, k_stride = dw_implicit ? wg.OCp : 1;
+#else
+    const bool dw_implicit = false;
+    const int64_t slice = wsize, oc_stride = K, k_stride = 1;
+#endif
+    float* dw_partial = dw ? scratch(kDwPartials, partials * slice) : nullptr;
+    if (dw) std::memset(dw_partial, 0, partials * slice * sizeof(float));
 
     auto chunk = [&](int64_t c) {
         const int64_t n0 = c * ch.images, nb = std::min(ch.images, d.N - n0), L = nb * P;
         // This chunk's dout as (OC, L): itself for one image, else gathered
         // (unless only dx_via_conv reads it, from dout itself).
         const float* gc = dout + n0 * d.OC * P;
-        if (nb > 1 && (dw || !dx_via_conv)) {
+        if (nb > 1 && ((dw && !dw_implicit) || !dx_via_conv)) {
             float* buf = scratch(kOutChunk, d.OC * L);
             for (int64_t i = 0; i < nb; i++)
                 for (int64_t oc = 0; oc < d.OC; oc++)
                     std::memcpy(buf + oc * L + i * P, dout + ((n0 + i) * d.OC + oc) * P, P * sizeof(float));
             gc = buf;
         }
-        if (dw) {
+        float* dwt = dw ? dw_partial + (ch.split ? omp_get_thread_num() : 0) * slice : nullptr;
+#ifdef __AVX2__
+        if (dw_implicit)
+            for (int64_t i = n0; i < n0 + nb; i++) implicit_wgrad_image(wg, x, dout, dwt, i, d);
+#endif
+        if (dw && !dw_implicit) {
             const float* col = chunk_columns(x, n0, nb, d);
-            float* dwt = dw_partial + (ch.split ? omp_get_thread_num() : 0) * wsize;
             // dw_g (OCg, K) += dout_g (OCg, L) @ col_g^T (L, K)
             for (int64_t g = 0; g < d.G; g++)
                 sgemm(false, true, OCg, K, L, 1.0f, gc + g * OCg * L, L, col + g * K * L, L, 1.0f,
@@ -406,11 +438,13 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
 
     if (dw) {
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < wsize; i++) {
-            float s = 0;
-            for (int t = 0; t < partials; t++) s += dw_partial[t * wsize + i];
-            dw[i] += s;
-        }
+        for (int64_t oc = 0; oc < d.OC; oc++)
+            for (int64_t k = 0; k < K; k++) {
+                const float* src = dw_partial + oc * oc_stride + k * k_stride;
+                float s = 0;
+                for (int t = 0; t < partials; t++) s += src[t * slice];
+                dw[oc * K + k] += s;
+            }
     }
 }
 

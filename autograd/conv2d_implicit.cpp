@@ -1,4 +1,4 @@
-// The implicit-GEMM kernel of conv2d_implicit.h.
+// The implicit-GEMM kernels of conv2d_implicit.h: the stride-1 forward, and dW.
 #ifdef __AVX2__
 #include "autograd/conv2d_implicit.h"
 
@@ -57,6 +57,66 @@ void implicit_kernel(const ImplicitConv& ic, int64_t K, const float* xp, float* 
     }
 }
 
+ImplicitWgrad wgrad_prepare(const ConvDims& d) {
+    ImplicitWgrad wg;
+    const int64_t K = d.K();
+    wg.Kp = (K + kWgradKR - 1) / kWgradKR * kWgradKR;
+    wg.OCp = (d.OC + kWgradOR - 1) / kWgradOR * kWgradOR;
+    wg.HP = d.H + 2 * d.pad, wg.WP = d.W + 2 * d.pad;
+    wg.off.assign(wg.Kp, 0);
+    for (int64_t c = 0; c < d.C; c++)
+        for (int64_t kh = 0; kh < d.KH; kh++)
+            for (int64_t kw = 0; kw < d.KW; kw++)
+                wg.off[(c * d.KH + kh) * d.KW + kw] = (int32_t)((c * wg.HP + kh) * wg.WP + kw);
+    return wg;
+}
+
+void wgrad_kernel(const ImplicitWgrad& wg, const float* xp, const float* gt, float* dwt,
+                  const ConvDims& d) {
+    const int64_t OCp = wg.OCp, WP = wg.WP;
+    for (int64_t ob = 0; ob < OCp; ob += kWgradOR)
+        for (int64_t kb = 0; kb < wg.Kp; kb += kWgradKR) {
+            // Accumulators: row k = kb + i of the tile, channels ob .. ob+7 and ob+8 .. ob+15.
+            float* acc = dwt + kb * OCp + ob;
+            __m256 c00 = _mm256_loadu_ps(acc), c01 = _mm256_loadu_ps(acc + 8);
+            __m256 c10 = _mm256_loadu_ps(acc + OCp), c11 = _mm256_loadu_ps(acc + OCp + 8);
+            __m256 c20 = _mm256_loadu_ps(acc + 2 * OCp), c21 = _mm256_loadu_ps(acc + 2 * OCp + 8);
+            __m256 c30 = _mm256_loadu_ps(acc + 3 * OCp), c31 = _mm256_loadu_ps(acc + 3 * OCp + 8);
+            __m256 c40 = _mm256_loadu_ps(acc + 4 * OCp), c41 = _mm256_loadu_ps(acc + 4 * OCp + 8);
+            __m256 c50 = _mm256_loadu_ps(acc + 5 * OCp), c51 = _mm256_loadu_ps(acc + 5 * OCp + 8);
+            const int32_t* off = wg.off.data() + kb;
+            const float* g = gt + ob;
+            for (int64_t oh = 0; oh < d.OH; oh++) {
+                const float* x0 = xp + off[0] + oh * WP;
+                const float* x1 = xp + off[1] + oh * WP;
+                const float* x2 = xp + off[2] + oh * WP;
+                const float* x3 = xp + off[3] + oh * WP;
+                const float* x4 = xp + off[4] + oh * WP;
+                const float* x5 = xp + off[5] + oh * WP;
+                for (int64_t ow = 0; ow < d.OW; ow++, g += OCp) {
+                    const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
+                    __m256 a = _mm256_broadcast_ss(x0 + ow);
+                    c00 = _mm256_fmadd_ps(a, g0, c00), c01 = _mm256_fmadd_ps(a, g1, c01);
+                    a = _mm256_broadcast_ss(x1 + ow);
+                    c10 = _mm256_fmadd_ps(a, g0, c10), c11 = _mm256_fmadd_ps(a, g1, c11);
+                    a = _mm256_broadcast_ss(x2 + ow);
+                    c20 = _mm256_fmadd_ps(a, g0, c20), c21 = _mm256_fmadd_ps(a, g1, c21);
+                    a = _mm256_broadcast_ss(x3 + ow);
+                    c30 = _mm256_fmadd_ps(a, g0, c30), c31 = _mm256_fmadd_ps(a, g1, c31);
+                    a = _mm256_broadcast_ss(x4 + ow);
+                    c40 = _mm256_fmadd_ps(a, g0, c40), c41 = _mm256_fmadd_ps(a, g1, c41);
+                    a = _mm256_broadcast_ss(x5 + ow);
+                    c50 = _mm256_fmadd_ps(a, g0, c50), c51 = _mm256_fmadd_ps(a, g1, c51);
+                }
+            }
+            _mm256_storeu_ps(acc, c00), _mm256_storeu_ps(acc + 8, c01);
+            _mm256_storeu_ps(acc + OCp, c10), _mm256_storeu_ps(acc + OCp + 8, c11);
+            _mm256_storeu_ps(acc + 2 * OCp, c20), _mm256_storeu_ps(acc + 2 * OCp + 8, c21);
+            _mm256_storeu_ps(acc + 3 * OCp, c30), _mm256_storeu_ps(acc + 3 * OCp + 8, c31);
+            _mm256_storeu_ps(acc + 4 * OCp, c40), _mm256_storeu_ps(acc + 4 * OCp + 8, c41);
+            _mm256_storeu_ps(acc + 5 * OCp, c50), _mm256_storeu_ps(acc + 5 * OCp + 8, c51);
+        }
+}
 
 }  // namespace qf::detail
 #endif  // __AVX2__

@@ -34,5 +34,26 @@ ImplicitConv implicit_prepare(const float* w, const ConvDims& d);
 // grid (OCp, Q) = wpk @ B, B(k, q) = xp[off[k] + q]; 4x24 tiles, 12 accumulators.
 void implicit_kernel(const ImplicitConv& ic, int64_t K, const float* xp, float* grid);
 
+// dW of a stride-1 convolution from the same padded image, with no im2col:
+// dW (OC, K) = dout (OC, P) @ B^T, B(k, p) = xp[off[k] + oh*WP + ow] for
+// pixel p = oh*OW + ow. Computed transposed, dWt (K, OC) = B @ dout^T, so
+// that the vector lanes run over output channels and the sum over pixels
+// stays in registers: only the OH x OW pixels are visited (no garbage grid
+// columns), and each lane adds its pixels in order (deterministic).
+constexpr int64_t kWgradKR = 6;   // rows k per tile (broadcast from xp)
+constexpr int64_t kWgradOR = 16;  // output channels per tile (2 vectors)
+
+struct ImplicitWgrad {
+    std::vector<int32_t> off;  // off[k] as in ImplicitConv, padded to Kp with 0 (rows computed, unused)
+    int64_t Kp, OCp, HP, WP;   // K and OC rounded up to the tile; padded planes
+};
+
+ImplicitWgrad wgrad_prepare(const ConvDims& d);
+
+// dwt (Kp, OCp) += B @ gt for one image: xp its padded image (C, HP, WP),
+// gt (P, OCp) its dout transposed, zero in the columns past OC.
+void wgrad_kernel(const ImplicitWgrad& wg, const float* xp, const float* gt, float* dwt,
+                  const ConvDims& d);
+
 }  // namespace qf::detail
 #endif  // __AVX2__

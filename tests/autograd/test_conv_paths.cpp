@@ -1,10 +1,13 @@
 // conv2d's paths (im2col + BLIS GEMM, dx as a convolution of dout, the
-// implicit-GEMM kernel at stride 1) against a plain loop in double, at one
-// and two threads, on shapes like the reference models' (channels past one
-// 4-channel tile, planes wider than one 24-column tile, several paddings).
+// implicit-GEMM kernels at stride 1, forward and dW) against a plain loop in
+// double, at one to three threads, on shapes like the reference models'
+// (channels past one 4-channel or 16-channel tile, planes wider than one
+// 24-column tile, several paddings), and odd ones (ragged tiles, batches
+// that do not split evenly).
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -63,6 +66,10 @@ void check_close(const float* got, const std::vector<double>& want, const char* 
     CHECK(worst <= 2e-5 * scale + 1e-5);
 }
 
+std::vector<float> vec_grad(Tensor t) {  // a handle: grad() is not const
+    return std::vector<float>(t.grad(), t.grad() + t.numel());
+}
+
 void check_case(const Case& c, int threads) {
     CAPTURE(c.C);
     CAPTURE(c.OC);
@@ -83,16 +90,26 @@ void check_case(const Case& c, int threads) {
     set_num_threads(threads);
     Tensor out = conv2d(x, w, b, {c.stride, c.pad, 1});
     backward(out, vec(g));
-    set_num_threads(before);
     check_close(out.data(), r.out, "out");
     check_close(x.grad(), r.dx, "dx");
     check_close(w.grad(), r.dw, "dw");
     check_close(b.grad(), r.db, "db");
+
+    // A second run at the same thread count gives the same bits (training
+    // --resume relies on it: the summation order may not depend on timing).
+    const std::vector<float> dx1 = vec_grad(x), dw1 = vec_grad(w);
+    for (Tensor* t : {&x, &w, &b}) t->zero_grad();
+    Tensor out2 = conv2d(x, w, b, {c.stride, c.pad, 1});
+    backward(out2, vec(g));
+    set_num_threads(before);
+    CHECK(std::memcmp(out2.data(), out.data(), out.numel() * sizeof(float)) == 0);
+    CHECK(vec_grad(x) == dx1);
+    CHECK(vec_grad(w) == dw1);
 }
 
 }  // namespace
 
-TEST_CASE("conv2d paths match a plain loop at one and two threads") {
+TEST_CASE("conv2d paths match a plain loop at one to three threads") {
     const Case cases[] = {
         {4, 16, 12, 12, 16, 3, 1, 1},  // resnet20-like, 3 grid tiles per row block
         {4, 8, 7, 7, 12, 3, 1, 1},     // small planes (several images per GEMM)
@@ -101,7 +118,10 @@ TEST_CASE("conv2d paths match a plain loop at one and two threads") {
         {2, 1, 10, 10, 7, 3, 1, 1},    // one input channel (a stem)
         {4, 6, 9, 9, 8, 3, 2, 1},      // stride 2 (GEMM and col2im)
         {1, 4, 6, 6, 4, 3, 1, 1},      // batch 1
+        {5, 20, 11, 7, 20, 3, 1, 1},   // odd plane, OC past one 16-channel dW tile, 5 images
+        {2, 3, 5, 9, 17, 3, 1, 2},     // 3x3 with padding 2, OC 17, K 27 (ragged dW tiles)
+        {3, 2, 6, 5, 4, 5, 1, 0},      // 5x5 without padding, a 2x1 output
     };
-    for (int threads : {1, 2})
+    for (int threads : {1, 2, 3})
         for (const Case& c : cases) check_case(c, threads);
 }
