@@ -77,7 +77,7 @@ void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* const* ru
             c[r * ldc + col] = int8_t(g.requantization.apply(g.bias[size_t(col)] + dot_runs(g, runs, r, col), col));
 }
 
-void qs8_gemm_panel_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+void qs8_gemm_rows_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
                                          size_t ldc) {
     for (int r = 0; r < count; ++r)
         for (int col = 0; col < g.n; ++col) c[r * ldc + col] = dot_runs(g, runs, r, col);
@@ -100,12 +100,12 @@ void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* const* runs, int
 #endif
 }
 
-void qs8_gemm_panel_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+void qs8_gemm_rows_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
                                   size_t ldc) {
 #ifdef __AVX2__
-    qs8_gemm_panel_widened_int32_avx2(g, runs, count, c, ldc);
+    qs8_gemm_rows_widened_int32_avx2(g, runs, count, c, ldc);
 #else
-    qs8_gemm_panel_widened_int32_scalar(g, runs, count, c, ldc);
+    qs8_gemm_rows_widened_int32_scalar(g, runs, count, c, ldc);
 #endif
 }
 

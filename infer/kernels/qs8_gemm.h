@@ -102,12 +102,14 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
 
 // The product alone, without bias and output stage: c[r * ldc + col] for
 // col < n gets sum_k W'[col][k] * A[r][k] as int32 (the caller proves it fits).
-void qs8_gemm_panel_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+// Any number of rows (kGemmTileM at a time): a caller with many short rows
+// (the Winograd kernel) makes one call per weight matrix.
+void qs8_gemm_rows_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
                                   size_t ldc);
-void qs8_gemm_panel_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+void qs8_gemm_rows_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
                                          size_t ldc);
 #ifdef __AVX2__
-void qs8_gemm_panel_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+void qs8_gemm_rows_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
                                        size_t ldc);
 #endif
 

@@ -113,24 +113,27 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
     });
 }
 
-void qs8_gemm_panel_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
-                                       size_t ldc) {
-    for_each_tile(g, runs, count, [&](int tile, const __m256i (&acc)[kGemmTileM][2]) {
-        const int col = tile * kGemmTileN;
-        const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
-        for (int r = 0; r < count; ++r) {
-            int32_t* dst = c + r * ldc + col;
-            if (cols == kGemmTileN) {
-                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), acc[r][0]);
-                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), acc[r][1]);
-            } else {
-                int32_t tmp[kGemmTileN];
-                _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp), acc[r][0]);
-                _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp + 8), acc[r][1]);
-                std::memcpy(dst, tmp, sizeof(int32_t) * size_t(cols));
+void qs8_gemm_rows_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
+                                      size_t ldc) {
+    for (int first = 0; first < count; first += kGemmTileM, runs += kGemmTileM * g.segments, c += kGemmTileM * ldc) {
+        const int rows = count - first < kGemmTileM ? count - first : kGemmTileM;
+        for_each_tile(g, runs, rows, [&](int tile, const __m256i (&acc)[kGemmTileM][2]) {
+            const int col = tile * kGemmTileN;
+            const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
+            for (int r = 0; r < rows; ++r) {
+                int32_t* dst = c + r * ldc + col;
+                if (cols == kGemmTileN) {
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), acc[r][0]);
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), acc[r][1]);
+                } else {
+                    int32_t tmp[kGemmTileN];
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp), acc[r][0]);
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp + 8), acc[r][1]);
+                    std::memcpy(dst, tmp, sizeof(int32_t) * size_t(cols));
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 }  // namespace qf::infer

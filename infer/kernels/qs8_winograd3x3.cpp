@@ -120,20 +120,22 @@ inline void transform_input_block(Load load, Store store, Add add, Sub sub) {
     }
 }
 
-void transform_input(const int16_t* const (&d)[4][4], int channels, int16_t* v, size_t stride, bool use_simd) {
+// d(i, j): where the input tile's row i, column j starts (channels contiguous).
+template <class TileInput>
+void transform_input(TileInput d, int channels, int16_t* v, size_t stride, bool use_simd) {
     int c = 0;
 #ifdef __AVX2__
     if (use_simd)
         for (; c + 16 <= channels; c += 16)
             transform_input_block<__m256i>(
-                [&](int i, int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d[i][j] + c)); },
+                [&](int i, int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d(i, j) + c)); },
                 [&](int pos, __m256i x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(v + pos * stride + c), x); },
                 _mm256_add_epi16, _mm256_sub_epi16);
 #else
     (void)use_simd;
 #endif
     for (; c < channels; ++c)
-        transform_input_block<int16_t>([&](int i, int j) { return d[i][j][c]; },
+        transform_input_block<int16_t>([&](int i, int j) { return d(i, j)[c]; },
                                        [&](int pos, int16_t x) { v[pos * stride + c] = x; },
                                        [](int16_t a, int16_t b) { return int16_t(a + b); },
                                        [](int16_t a, int16_t b) { return int16_t(a - b); });
@@ -176,34 +178,48 @@ void finish_tiles_scalar(const PackedWinograd3x3& wg, const int32_t* m, const Ti
 }
 
 #ifdef __AVX2__
-// The same, 8 output channels per vector.
+// The same on vectors: 16 output channels at a time (one 16-byte store per
+// pixel), then 8 for a remainder. m and the bias are padded to whole GEMM
+// tiles of 16 channels, so the loads never leave them.
 void finish_tiles_avx2(const PackedWinograd3x3& wg, const int32_t* m, const Tile* tiles, int count,
                        int8_t* output) {
     const Conv2dParams& p = wg.params;
     const size_t stride = size_t(kWinogradTiles) * wg.out_c_padded;
-    for (int o = 0; o < p.out_c; o += 8) {
-        const __m256i bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg.bias.data() + o));
+    auto load = [](const int32_t* at) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)); };
+    // Y + bias of tile r's channels [o, o + 8).
+    auto tile_output = [&](int r, int o, __m256i (&y)[2][2]) {
+        const int32_t* mr = m + size_t(r) * wg.out_c_padded + o;
+        transform_output([&](int pos) { return load(mr + pos * stride); }, _mm256_add_epi32, _mm256_sub_epi32,
+                         [](__m256i x) { return _mm256_srai_epi32(x, 2); }, y);
+        const __m256i bias = load(wg.bias.data() + o);
+        for (auto& row : y)
+            for (__m256i& v : row) v = _mm256_add_epi32(v, bias);
+    };
+    int o = 0;
+    for (; o + 16 <= p.out_c; o += 16) {
+        const avx2::RequantizeLanes q0 = wg.requantization.lanes(o), q1 = wg.requantization.lanes(o + 8);
+        for (int r = 0; r < count; ++r) {
+            __m256i y0[2][2], y1[2][2];
+            tile_output(r, o, y0);
+            tile_output(r, o + 8, y1);
+            for (int i = 0; i < tiles[r].rows; ++i)
+                for (int j = 0; j < tiles[r].cols; ++j)
+                    _mm_storeu_si128(reinterpret_cast<__m128i*>(output + tiles[r].pixel(wg, i, j) * p.out_c + size_t(o)),
+                                     avx2::requantize_to_int8x16(y0[i][j], y1[i][j], q0, q1));
+        }
+    }
+    for (; o < p.out_c; o += 8) {
         const avx2::RequantizeLanes q = wg.requantization.lanes(o);
         const int channels = p.out_c - o < 8 ? p.out_c - o : 8;
         for (int r = 0; r < count; ++r) {
-            const int32_t* mr = m + size_t(r) * wg.out_c_padded + o;
             __m256i y[2][2];
-            transform_output(
-                [&](int pos) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mr + pos * stride)); },
-                _mm256_add_epi32, _mm256_sub_epi32, [](__m256i x) { return _mm256_srai_epi32(x, 2); }, y);
-            for (int i = 0; i < tiles[r].rows; ++i) {
+            tile_output(r, o, y);
+            for (int i = 0; i < tiles[r].rows; ++i)
                 for (int j = 0; j < tiles[r].cols; ++j) {
-                    int8_t* dst = output + tiles[r].pixel(wg, i, j) * p.out_c + size_t(o);
-                    const __m256i out = wg.requantization.apply(_mm256_add_epi32(y[i][j], bias), q);
-                    if (channels == 8) {
-                        avx2::store_int8x8(dst, out);
-                    } else {
-                        int8_t tmp[8];
-                        avx2::store_int8x8(tmp, out);
-                        std::memcpy(dst, tmp, size_t(channels));
-                    }
+                    int8_t tmp[8];
+                    avx2::store_int8x8(tmp, avx2::requantize(y[i][j], q));
+                    std::memcpy(output + tiles[r].pixel(wg, i, j) * p.out_c + size_t(o), tmp, size_t(channels));
                 }
-            }
         }
     }
 }
@@ -224,16 +240,19 @@ void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int16_t* padded, s
         const Tile& tile = tiles[r];
         // The 4 x 4 input tile in padded coordinates starts at (oy, ox) (stride 1);
         // an odd output size's last tile reads one row or column past it.
-        const int16_t* d[4][4];
-        for (int i = 0; i < 4; ++i)
-            for (int j = 0; j < 4; ++j) {
-                const int y = tile.oy + i, x = tile.ox + j;
-                d[i][j] = y < padded_h && x < padded_w
-                              ? padded + tile.b * padded_image + (size_t(y) * padded_w + size_t(x)) * p.in_c
-                              : scratch.zero_point_row.data();
-            }
+        const int16_t* corner = padded + tile.b * padded_image + (size_t(tile.oy) * padded_w + size_t(tile.ox)) * p.in_c;
+        const size_t row_stride = size_t(padded_w) * p.in_c;
         int16_t* v = scratch.v.data() + size_t(r) * wg.in_c_padded;
-        transform_input(d, p.in_c, v, v_stride, use_simd);
+        if (tile.oy + 4 <= padded_h && tile.ox + 4 <= padded_w) {
+            transform_input([&](int i, int j) { return corner + i * row_stride + size_t(j) * p.in_c; }, p.in_c, v,
+                            v_stride, use_simd);
+        } else {
+            auto d = [&](int i, int j) {
+                return tile.oy + i < padded_h && tile.ox + j < padded_w ? corner + i * row_stride + size_t(j) * p.in_c
+                                                                        : scratch.zero_point_row.data();
+            };
+            transform_input(d, p.in_c, v, v_stride, use_simd);
+        }
         if (wg.in_c_padded > p.in_c)
             for (int pos = 0; pos < kWinogradPositions; ++pos) v[pos * v_stride + size_t(p.in_c)] = 0;
     }
@@ -243,9 +262,9 @@ void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int16_t* padded, s
         for (int r = 0; r < count; ++r) rows[r] = scratch.v.data() + pos * v_stride + size_t(r) * wg.in_c_padded;
         int32_t* m = scratch.m.data() + pos * m_stride;
         if (use_simd)
-            qs8_gemm_panel_widened_int32(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
+            qs8_gemm_rows_widened_int32(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
         else
-            qs8_gemm_panel_widened_int32_scalar(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
+            qs8_gemm_rows_widened_int32_scalar(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
     }
 #ifdef __AVX2__
     if (use_simd) {
