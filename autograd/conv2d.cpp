@@ -5,12 +5,16 @@
 // Cg = C/G and OCg = OC/G channels per group, K = Cg*KH*KW the length of one
 // output pixel's receptive field, P = OH*OW pixels per output plane.
 //
-// Three paths:
+// Four paths:
 // - general: im2col turns one image's receptive fields into a (C*KH*KW, P)
 //   matrix, and each group is one GEMM  out_g (OCg, P) = w_g (OCg, K) @ col_g (K, P).
 //   Backward: dW from the same columns; dx at stride 1 is itself such a
 //   convolution (of dout, see dx_as_conv), else a GEMM and col2im.
-// - 1x1, stride 1, no padding: the image itself already is that matrix.
+// - implicit GEMM (AVX2, one group, the batch split over the threads): the
+//   same products read straight from the zero-padded image, forward and dW
+//   (conv2d_implicit.h), and dx where it is a convolution; dx at stride 2
+//   stays a GEMM and col2im.
+// - 1x1, stride 1, no padding: the image itself already is the column matrix.
 // - depthwise (G == C == OC): one KHxKW filter per plane, a direct loop.
 //
 // Parallelism: the reference models run 28x28 and smaller images at batch
@@ -228,63 +232,57 @@ void conv_gemm_images(const float* x, const float* w, const float* b, float* out
             }
 }
 
-// ---- stride-1 convolution as an implicit GEMM (AVX2, conv2d_implicit.h) ----
+// ---- convolution as an implicit GEMM (AVX2, conv2d_implicit.h) -------------
 
 #ifdef __AVX2__
 using detail::ImplicitConv;
-using detail::implicit_kernel;
+using detail::implicit_forward;
 using detail::implicit_prepare;
-using detail::ImplicitWgrad;
-using detail::wgrad_kernel;
-using detail::wgrad_prepare;
+using detail::implicit_weight_grad;
+using detail::transpose_from_planes;
+using detail::transpose_to_planes;
+
+// A scratch buffer starting on a 64-byte boundary, so that no vector load
+// of a row of OCp floats (a multiple of 16) splits a cache line.
+float* aligned_scratch(ScratchSlot slot, size_t n) {
+    float* p = scratch(slot, n + 15);
+    return p + (16 - reinterpret_cast<uintptr_t>(p) / sizeof(float) % 16) % 16;
+}
+
+// Image n of x (N, C, H, W) with its padding, as the kernels read it: x itself without padding.
+const float* padded_image(const ImplicitConv& ic, const float* x, int64_t n, const ConvDims& d) {
+    const float* image = x + n * d.C * d.H * d.W;
+    if (d.pad == 0) return image;
+    float* xp = scratch(kPadded, d.C * ic.HP * ic.WP);
+    pad_image(image, xp, d);
+    return xp;
+}
 
 // Image n of x (N, C, H, W) convolved as prepared in ic, plus b (OC) or null,
 // written to its planes of out (N, OC, OH, OW), or added to them (accumulate).
 void implicit_image(const ImplicitConv& ic, const float* x, const float* b, float* out,
                     bool accumulate, int64_t n, const ConvDims& d) {
-    float* xp = scratch(kPadded, ic.xp_size);
-    const int64_t plane = ic.HP * ic.WP;
-    pad_image(x + n * d.C * d.H * d.W, xp, d);
-    // The slack past the planes feeds only garbage columns; zeros keep it finite.
-    std::memset(xp + d.C * plane, 0, (ic.xp_size - d.C * plane) * sizeof(float));
-    float* grid = scratch(kOutChunk, ic.OCp * ic.Q);
-    implicit_kernel(ic, d.K(), xp, grid);
-    for (int64_t oc = 0; oc < d.OC; oc++) {
-        const float bias = b ? b[oc] : 0.0f;
-        for (int64_t oh = 0; oh < d.OH; oh++) {
-            const float* src = grid + oc * ic.Q + oh * ic.WP;
-            float* dst = out + ((n * d.OC + oc) * d.OH + oh) * d.OW;
-            if (accumulate)
-                for (int64_t ow = 0; ow < d.OW; ow++) dst[ow] += src[ow];
-            else
-                for (int64_t ow = 0; ow < d.OW; ow++) dst[ow] = src[ow] + bias;
-        }
-    }
+    float* outT = aligned_scratch(kOutChunk, ic.Pp * ic.OCp);
+    implicit_forward(ic, padded_image(ic, x, n, d), outT);
+    transpose_to_planes(outT, ic.OCp, d.OC, ic.P, b, accumulate, out + n * d.OC * ic.P);
 }
 
-// dwt (Kp, OCp) += the dW of image n, transposed (wgrad_kernel).
-void implicit_wgrad_image(const ImplicitWgrad& wg, const float* x, const float* dout, float* dwt,
-                          int64_t n, const ConvDims& d) {
-    float* xp = scratch(kPadded, d.C * wg.HP * wg.WP);
-    pad_image(x + n * d.C * d.H * d.W, xp, d);
-    // dout^T (P, OCp), its rows 64-byte aligned so that no vector load splits a cache line.
-    const int64_t P = d.P(), OCp = wg.OCp;
-    float* gt = scratch(kDoutT, P * OCp + 16);
-    gt += (16 - reinterpret_cast<uintptr_t>(gt) / sizeof(float) % 16) % 16;
-    const float* g = dout + n * d.OC * P;
-    for (int64_t oc = 0; oc < OCp; oc++)
-        for (int64_t p = 0; p < P; p++) gt[p * OCp + oc] = oc < d.OC ? g[oc * P + p] : 0.0f;
-    wgrad_kernel(wg, xp, gt, dwt, d);
+// dwT (Kp, OCp) += the dW of image n, transposed (implicit_weight_grad).
+void implicit_weight_grad_image(const ImplicitConv& ic, const float* x, const float* dout,
+                                float* dwT, int64_t n, const ConvDims& d) {
+    float* gT = aligned_scratch(kDoutT, ic.P * ic.OCp);
+    transpose_from_planes(dout + n * d.OC * ic.P, d.OC, ic.P, gT, ic.OCp);
+    implicit_weight_grad(ic, padded_image(ic, x, n, d), gT, dwT);
 }
 #endif
 
-// Whether convolution d goes through the implicit GEMM: stride 1, one
-// group, a kernel larger than 1x1, and the batch split over the threads (or
-// one thread): the kernel is single-threaded, where BLIS would split a
-// batch-1 GEMM.
+// Whether convolution d goes through the implicit GEMM: one group, not 1x1
+// at stride 1 (there the image is its own column matrix), and the batch
+// split over the threads (or one thread): the kernels are single-threaded,
+// where BLIS would split a batch-1 GEMM.
 bool implicit_conv(const ConvDims& d, const ConvChunks& ch) {
 #ifdef __AVX2__
-    return d.stride == 1 && d.G == 1 && !d.pointwise() && (ch.split || num_threads() == 1);
+    return d.G == 1 && !d.pointwise() && (ch.split || num_threads() == 1);
 #else
     return false;
 #endif
@@ -374,7 +372,7 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
     const bool dx_implicit = dx_via_conv && implicit_conv(dt, ch);
     const ImplicitConv dx_ic = dx_implicit ? implicit_prepare(wt.data(), dt) : ImplicitConv{};
     const bool dw_implicit = dw && implicit_conv(d, ch);
-    const ImplicitWgrad wg = dw_implicit ? wgrad_prepare(d) : ImplicitWgrad{};
+    const ImplicitConv wg = dw_implicit ? implicit_prepare(nullptr, d) : ImplicitConv{};
 #endif
     // Every thread accumulates its images' dW into its own slice of this
     // slab (owned by the calling thread), summed into dw at the end. A slice
@@ -405,7 +403,7 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
         float* dwt = dw ? dw_partial + (ch.split ? omp_get_thread_num() : 0) * slice : nullptr;
 #ifdef __AVX2__
         if (dw_implicit)
-            for (int64_t i = n0; i < n0 + nb; i++) implicit_wgrad_image(wg, x, dout, dwt, i, d);
+            for (int64_t i = n0; i < n0 + nb; i++) implicit_weight_grad_image(wg, x, dout, dwt, i, d);
 #endif
         if (dw && !dw_implicit) {
             const float* col = chunk_columns(x, n0, nb, d);

@@ -1,121 +1,167 @@
-// The implicit-GEMM kernels of conv2d_implicit.h: the stride-1 forward, and dW.
+// The implicit-GEMM kernels of conv2d_implicit.h, and the transposes between
+// their (P, OC) layout and conv2d's (OC, P) planes.
 #ifdef __AVX2__
 #include "autograd/conv2d_implicit.h"
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 namespace qf::detail {
 
-ImplicitConv implicit_prepare(const float* w, const ConvDims& d) {
-    ImplicitConv ic;
-    const int64_t K = d.K(), MR = kImplicitMR;
-    ic.OCp = (d.OC + MR - 1) / MR * MR;
-    ic.HP = d.H + 2 * d.pad, ic.WP = d.W + 2 * d.pad;
-    ic.Q = (d.OH * ic.WP + kImplicitNR - 1) / kImplicitNR * kImplicitNR;
-    ic.wpk.assign(ic.OCp * K, 0.0f);
-    for (int64_t oc = 0; oc < d.OC; oc++)
-        for (int64_t k = 0; k < K; k++) ic.wpk[((oc / MR) * K + k) * MR + oc % MR] = w[oc * K + k];
-    ic.off.resize(K);
-    for (int64_t c = 0; c < d.C; c++)
-        for (int64_t kh = 0; kh < d.KH; kh++)
-            for (int64_t kw = 0; kw < d.KW; kw++)
-                ic.off[(c * d.KH + kh) * d.KW + kw] = (int32_t)((c * ic.HP + kh) * ic.WP + kw);
-    ic.xp_size = ic.off[K - 1] + ic.Q;
-    return ic;
+namespace {
+
+// A 6 x 16 tile of accumulators: row i (a pixel, or a k) by 16 channels.
+// The loops over it are unrolled, so they index it with constants only and
+// it lives in 12 registers (without `#pragma GCC unroll`, GCC at -O2 kept
+// the loops and the tile in memory: 3x slower).
+struct Tile {
+    __m256 c[6][2];
+};
+
+inline __attribute__((always_inline)) void tile_zero(Tile& t) {
+    #pragma GCC unroll 8
+    for (int i = 0; i < 6; i++) t.c[i][0] = t.c[i][1] = _mm256_setzero_ps();
+}
+inline __attribute__((always_inline)) void tile_load(Tile& t, const float* src, int64_t ld) {
+    #pragma GCC unroll 8
+    for (int i = 0; i < 6; i++)
+        t.c[i][0] = _mm256_loadu_ps(src + i * ld), t.c[i][1] = _mm256_loadu_ps(src + i * ld + 8);
+}
+inline __attribute__((always_inline)) void tile_store(const Tile& t, float* dst, int64_t ld) {
+    #pragma GCC unroll 8
+    for (int i = 0; i < 6; i++)
+        _mm256_storeu_ps(dst + i * ld, t.c[i][0]), _mm256_storeu_ps(dst + i * ld + 8, t.c[i][1]);
 }
 
-void implicit_kernel(const ImplicitConv& ic, int64_t K, const float* xp, float* grid) {
-    const int32_t* off = ic.off.data();
-    for (int64_t ob = 0; ob < ic.OCp; ob += kImplicitMR) {
-        const float* a0 = ic.wpk.data() + ob * K;
-        for (int64_t q = 0; q < ic.Q; q += kImplicitNR) {
-            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
-            __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-            const float* b = xp + q;
-            const float* a = a0;
-            for (int64_t k = 0; k < K; k++, a += kImplicitMR) {
-                const float* bk = b + off[k];
-                const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8), b2 = _mm256_loadu_ps(bk + 16);
-                __m256 av = _mm256_broadcast_ss(a);
-                c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01), c02 = _mm256_fmadd_ps(av, b2, c02);
-                av = _mm256_broadcast_ss(a + 1);
-                c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11), c12 = _mm256_fmadd_ps(av, b2, c12);
-                av = _mm256_broadcast_ss(a + 2);
-                c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21), c22 = _mm256_fmadd_ps(av, b2, c22);
-                av = _mm256_broadcast_ss(a + 3);
-                c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31), c32 = _mm256_fmadd_ps(av, b2, c32);
-            }
-            float* g = grid + ob * ic.Q + q;
-            _mm256_storeu_ps(g, c00), _mm256_storeu_ps(g + 8, c01), _mm256_storeu_ps(g + 16, c02);
-            g += ic.Q;
-            _mm256_storeu_ps(g, c10), _mm256_storeu_ps(g + 8, c11), _mm256_storeu_ps(g + 16, c12);
-            g += ic.Q;
-            _mm256_storeu_ps(g, c20), _mm256_storeu_ps(g + 8, c21), _mm256_storeu_ps(g + 16, c22);
-            g += ic.Q;
-            _mm256_storeu_ps(g, c30), _mm256_storeu_ps(g + 8, c31), _mm256_storeu_ps(g + 16, c32);
-        }
+// t.c[i] += x[i][o] * v (16 channels): 6 broadcasts, 2 loads, 12 FMAs.
+inline __attribute__((always_inline)) void tile_fma(Tile& t, const float* const* x, int64_t o,
+                                                    const float* v) {
+    const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+    #pragma GCC unroll 8
+    for (int i = 0; i < 6; i++) {
+        const __m256 a = _mm256_broadcast_ss(x[i] + o);
+        t.c[i][0] = _mm256_fmadd_ps(a, v0, t.c[i][0]);
+        t.c[i][1] = _mm256_fmadd_ps(a, v1, t.c[i][1]);
     }
 }
 
-ImplicitWgrad wgrad_prepare(const ConvDims& d) {
-    ImplicitWgrad wg;
-    const int64_t K = d.K();
-    wg.Kp = (K + kWgradKR - 1) / kWgradKR * kWgradKR;
-    wg.OCp = (d.OC + kWgradOR - 1) / kWgradOR * kWgradOR;
-    wg.HP = d.H + 2 * d.pad, wg.WP = d.W + 2 * d.pad;
-    wg.off.assign(wg.Kp, 0);
-    for (int64_t c = 0; c < d.C; c++)
-        for (int64_t kh = 0; kh < d.KH; kh++)
-            for (int64_t kw = 0; kw < d.KW; kw++)
-                wg.off[(c * d.KH + kh) * d.KW + kw] = (int32_t)((c * wg.HP + kh) * wg.WP + kw);
-    return wg;
+// Transposes the 8x8 block r[0..7] in place.
+inline void transpose8(__m256 r[8]) {
+    __m256 t[8], s[8];
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    #pragma GCC unroll 8
+    for (int i = 0; i < 2; i++) {
+        s[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
 }
 
-void wgrad_kernel(const ImplicitWgrad& wg, const float* xp, const float* gt, float* dwt,
-                  const ConvDims& d) {
-    const int64_t OCp = wg.OCp, WP = wg.WP;
-    for (int64_t ob = 0; ob < OCp; ob += kWgradOR)
-        for (int64_t kb = 0; kb < wg.Kp; kb += kWgradKR) {
-            // Accumulators: row k = kb + i of the tile, channels ob .. ob+7 and ob+8 .. ob+15.
-            float* acc = dwt + kb * OCp + ob;
-            __m256 c00 = _mm256_loadu_ps(acc), c01 = _mm256_loadu_ps(acc + 8);
-            __m256 c10 = _mm256_loadu_ps(acc + OCp), c11 = _mm256_loadu_ps(acc + OCp + 8);
-            __m256 c20 = _mm256_loadu_ps(acc + 2 * OCp), c21 = _mm256_loadu_ps(acc + 2 * OCp + 8);
-            __m256 c30 = _mm256_loadu_ps(acc + 3 * OCp), c31 = _mm256_loadu_ps(acc + 3 * OCp + 8);
-            __m256 c40 = _mm256_loadu_ps(acc + 4 * OCp), c41 = _mm256_loadu_ps(acc + 4 * OCp + 8);
-            __m256 c50 = _mm256_loadu_ps(acc + 5 * OCp), c51 = _mm256_loadu_ps(acc + 5 * OCp + 8);
-            const int32_t* off = wg.off.data() + kb;
-            const float* g = gt + ob;
-            for (int64_t oh = 0; oh < d.OH; oh++) {
-                const float* x0 = xp + off[0] + oh * WP;
-                const float* x1 = xp + off[1] + oh * WP;
-                const float* x2 = xp + off[2] + oh * WP;
-                const float* x3 = xp + off[3] + oh * WP;
-                const float* x4 = xp + off[4] + oh * WP;
-                const float* x5 = xp + off[5] + oh * WP;
-                for (int64_t ow = 0; ow < d.OW; ow++, g += OCp) {
-                    const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
-                    __m256 a = _mm256_broadcast_ss(x0 + ow);
-                    c00 = _mm256_fmadd_ps(a, g0, c00), c01 = _mm256_fmadd_ps(a, g1, c01);
-                    a = _mm256_broadcast_ss(x1 + ow);
-                    c10 = _mm256_fmadd_ps(a, g0, c10), c11 = _mm256_fmadd_ps(a, g1, c11);
-                    a = _mm256_broadcast_ss(x2 + ow);
-                    c20 = _mm256_fmadd_ps(a, g0, c20), c21 = _mm256_fmadd_ps(a, g1, c21);
-                    a = _mm256_broadcast_ss(x3 + ow);
-                    c30 = _mm256_fmadd_ps(a, g0, c30), c31 = _mm256_fmadd_ps(a, g1, c31);
-                    a = _mm256_broadcast_ss(x4 + ow);
-                    c40 = _mm256_fmadd_ps(a, g0, c40), c41 = _mm256_fmadd_ps(a, g1, c41);
-                    a = _mm256_broadcast_ss(x5 + ow);
-                    c50 = _mm256_fmadd_ps(a, g0, c50), c51 = _mm256_fmadd_ps(a, g1, c51);
-                }
-            }
-            _mm256_storeu_ps(acc, c00), _mm256_storeu_ps(acc + 8, c01);
-            _mm256_storeu_ps(acc + OCp, c10), _mm256_storeu_ps(acc + OCp + 8, c11);
-            _mm256_storeu_ps(acc + 2 * OCp, c20), _mm256_storeu_ps(acc + 2 * OCp + 8, c21);
-            _mm256_storeu_ps(acc + 3 * OCp, c30), _mm256_storeu_ps(acc + 3 * OCp + 8, c31);
-            _mm256_storeu_ps(acc + 4 * OCp, c40), _mm256_storeu_ps(acc + 4 * OCp + 8, c41);
-            _mm256_storeu_ps(acc + 5 * OCp, c50), _mm256_storeu_ps(acc + 5 * OCp + 8, c51);
+}  // namespace
+
+ImplicitConv implicit_prepare(const float* w, const ConvDims& d) {
+    ImplicitConv ic;
+    ic.K = d.K(), ic.P = d.P();
+    ic.Kp = (ic.K + kImplicitKR - 1) / kImplicitKR * kImplicitKR;
+    ic.Pp = (ic.P + kImplicitPR - 1) / kImplicitPR * kImplicitPR;
+    ic.OCp = (d.OC + kImplicitOR - 1) / kImplicitOR * kImplicitOR;
+    ic.HP = d.H + 2 * d.pad, ic.WP = d.W + 2 * d.pad;
+    ic.off.assign(ic.Kp, 0);
+    for (int64_t c = 0; c < d.Cg(); c++)
+        for (int64_t kh = 0; kh < d.KH; kh++)
+            for (int64_t kw = 0; kw < d.KW; kw++)
+                ic.off[(c * d.KH + kh) * d.KW + kw] = (int32_t)((c * ic.HP + kh) * ic.WP + kw);
+    ic.pix.resize(ic.Pp);
+    for (int64_t p = 0; p < ic.Pp; p++) {
+        const int64_t q = std::min(p, ic.P - 1);
+        ic.pix[p] = (int32_t)((q / d.OW) * d.stride * ic.WP + (q % d.OW) * d.stride);
+    }
+    if (w) {
+        ic.wpk.assign(ic.OCp * ic.K, 0.0f);
+        for (int64_t oc = 0; oc < d.OC; oc++)
+            for (int64_t k = 0; k < ic.K; k++)
+                ic.wpk[((oc / kImplicitOR) * ic.K + k) * kImplicitOR + oc % kImplicitOR] = w[oc * ic.K + k];
+    }
+    return ic;
+}
+
+void implicit_forward(const ImplicitConv& ic, const float* xp, float* outT) {
+    for (int64_t ob = 0; ob < ic.OCp; ob += kImplicitOR)
+        for (int64_t p = 0; p < ic.Pp; p += kImplicitPR) {
+            const float* x[6];
+            #pragma GCC unroll 8
+            for (int i = 0; i < 6; i++) x[i] = xp + ic.pix[p + i];
+            Tile t;
+            tile_zero(t);
+            const float* w = ic.wpk.data() + ob * ic.K;
+            for (int64_t k = 0; k < ic.K; k++, w += kImplicitOR) tile_fma(t, x, ic.off[k], w);
+            tile_store(t, outT + p * ic.OCp + ob, ic.OCp);
         }
+}
+
+void implicit_weight_grad(const ImplicitConv& ic, const float* xp, const float* gT, float* dwT) {
+    for (int64_t ob = 0; ob < ic.OCp; ob += kImplicitOR)
+        for (int64_t kb = 0; kb < ic.Kp; kb += kImplicitKR) {
+            const float* x[6];
+            #pragma GCC unroll 8
+            for (int i = 0; i < 6; i++) x[i] = xp + ic.off[kb + i];
+            Tile t;
+            tile_load(t, dwT + kb * ic.OCp + ob, ic.OCp);
+            const float* g = gT + ob;
+            for (int64_t p = 0; p < ic.P; p++, g += ic.OCp) tile_fma(t, x, ic.pix[p], g);
+            tile_store(t, dwT + kb * ic.OCp + ob, ic.OCp);
+        }
+}
+
+void transpose_to_planes(const float* t, int64_t ld, int64_t OC, int64_t P, const float* bias,
+                         bool accumulate, float* out) {
+    const int64_t OC8 = OC / 8 * 8, P8 = P / 8 * 8;
+    for (int64_t o = 0; o < OC8; o += 8)
+        for (int64_t p = 0; p < P8; p += 8) {
+            __m256 r[8];
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(t + (p + i) * ld + o);
+            transpose8(r);  // r[j]: channel o+j, pixels p .. p+7
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                float* dst = out + (o + j) * P + p;
+                const __m256 base = accumulate ? _mm256_loadu_ps(dst)
+                                               : _mm256_set1_ps(bias ? bias[o + j] : 0.0f);
+                _mm256_storeu_ps(dst, _mm256_add_ps(base, r[j]));
+            }
+        }
+    // The channels past OC8 at every pixel, and the pixels past P8 of the others.
+    for (int64_t o = 0; o < OC; o++)
+        for (int64_t p = o < OC8 ? P8 : 0; p < P; p++) {
+            float& dst = out[o * P + p];
+            dst = (accumulate ? dst : bias ? bias[o] : 0.0f) + t[p * ld + o];
+        }
+}
+
+void transpose_from_planes(const float* g, int64_t OC, int64_t P, float* t, int64_t ld) {
+    const int64_t OC8 = OC / 8 * 8, P8 = P / 8 * 8;
+    for (int64_t o = 0; o < OC8; o += 8)
+        for (int64_t p = 0; p < P8; p += 8) {
+            __m256 r[8];
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(g + (o + j) * P + p);
+            transpose8(r);  // r[i]: pixel p+i, channels o .. o+7
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(t + (p + i) * ld + o, r[i]);
+        }
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t o = p < P8 ? OC8 : 0; o < ld; o++) t[p * ld + o] = o < OC ? g[o * P + p] : 0.0f;
 }
 
 }  // namespace qf::detail

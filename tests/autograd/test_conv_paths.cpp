@@ -121,6 +121,9 @@ TEST_CASE("conv2d paths match a plain loop at one to three threads") {
         {5, 20, 11, 7, 20, 3, 1, 1},   // odd plane, OC past one 16-channel dW tile, 5 images
         {2, 3, 5, 9, 17, 3, 1, 2},     // 3x3 with padding 2, OC 17, K 27 (ragged dW tiles)
         {3, 2, 6, 5, 4, 5, 1, 0},      // 5x5 without padding, a 2x1 output
+        {3, 5, 10, 10, 20, 1, 2, 0},   // 1x1 stride 2 (a resnet shortcut), read without padding
+        {2, 4, 8, 7, 6, 3, 2, 0},      // stride 2 without padding, odd width
+        {2, 3, 9, 11, 5, 3, 3, 1},     // stride 3
     };
     for (int threads : {1, 2, 3})
         for (const Case& c : cases) check_case(c, threads);
