@@ -59,8 +59,11 @@ void set_batch_norm_sync(SumOverProcesses sum) { batch_norm_sync() = std::move(s
 // running_mean, running_var (C) -> y of x's shape
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   Tensor& running_mean, Tensor& running_var, bool training, float momentum,
-                  float eps) {
+                  float eps, const Tensor& input_scale) {
     const BnDims d = bn_dims(x, gamma, beta, running_mean, running_var);
+    if (input_scale.defined() && (input_scale.ndim() != 1 || input_scale.dim(0) != d.C))
+        throw std::invalid_argument("batch_norm: input_scale " + shape_str(input_scale.shape()) + " for " +
+                                    std::to_string(d.C) + " channels");
     const int64_t N = d.N, C = d.C, S = d.S;
     const SumOverProcesses sync = training ? batch_norm_sync() : SumOverProcesses();
     int64_t M = N * S;  // values per channel the statistics are over (all processes' under sync)
@@ -68,7 +71,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     Tensor out = Tensor::empty(x.shape());
     // Per-channel statistics kept for the backward: the mean and 1/sqrt(var + eps)
     // that normalized x (batch ones in training, running ones in eval).
+    // With an input scale s, x * s is what is normalized: xhat = (x*s - m)/sd
+    // = (x - m/s) * (s/sd), so these hold m/s and s/sd and every pass below
+    // (and the backward, where dx = s * d(x*s)) reads x as it is.
     std::vector<float> mean(C), invstd(C);
+    const float* in_scale = input_scale.defined() ? input_scale.data() : nullptr;
+    auto scale_of = [&](int64_t c) { return in_scale ? in_scale[c] : 1.0f; };
 
     const float* inp = x.data();
     float* outp = out.data();
@@ -110,15 +118,17 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
         channel_sums([&](float v, int64_t c) { return (v - mean[c]) * (v - mean[c]); }, sums.data());
         if (sync) sync(sums.data(), C);
         for (int64_t c = 0; c < C; c++) {
-            const double var = sums[c] / M;  // biased
-            invstd[c] = (float)(1.0 / std::sqrt(var + eps));
-            rmean[c] = (1.0f - momentum) * rmean[c] + momentum * mean[c];
+            const double s = scale_of(c);
+            const double var = s * s * sums[c] / M;  // biased, of x * s
+            invstd[c] = (float)(s / std::sqrt(var + eps));
+            rmean[c] = (1.0f - momentum) * rmean[c] + momentum * float(s * mean[c]);
             rvar[c] = (float)((1.0 - momentum) * rvar[c] + momentum * var * M / (M - 1));
         }
     } else {
         for (int64_t c = 0; c < C; c++) {
-            mean[c] = rmean[c];
-            invstd[c] = (float)(1.0 / std::sqrt((double)rvar[c] + eps));
+            const double s = scale_of(c);
+            mean[c] = (float)(rmean[c] / s);
+            invstd[c] = (float)(s / std::sqrt((double)rvar[c] + eps));
         }
     }
 

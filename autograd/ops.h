@@ -29,9 +29,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dParams p)
 // training: normalize with the batch mean and biased variance, and update the
 // running statistics in place (running = (1-momentum)*running + momentum*batch,
 // the unbiased variance, as PyTorch). eval: normalize with the running statistics.
+// input_scale (C), optional: normalize x * input_scale[c] (a constant, no
+// gradient) without writing that product out: QAT's BN folding divides the
+// folded conv's output by the BN scale right before this batch norm.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   Tensor& running_mean, Tensor& running_var, bool training, float momentum,
-                  float eps);
+                  float eps, const Tensor& input_scale = Tensor());
 
 // Synchronized batch norm (data-parallel training): while set, training-mode
 // batch_norm takes its statistics over the batch of every process rather

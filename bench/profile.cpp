@@ -106,9 +106,8 @@ Tensor qat_conv_bn_act(quant::QatConvBnAct& m, const Tensor& x, OpProfile& prof)
         Tensor w = prof.time("qat: weight * sf", [&] { return scale_channels(c.weight, s.sf, 0); });
         w = prof.time("qat: weight quant (minmax, round)", [&] { return m.weight_quant.apply(w); });
         h = prof.time(conv_name(c), [&] { return conv2d(x, w, c.bias, c.params); });
-        h = prof.time("qat: conv out / sf", [&] { return scale_channels(h, s.inv, 1); });
         h = prof.time("batch_norm", [&] {
-            return batch_norm(h, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps);
+            return batch_norm(h, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps, s.inv);
         });
     } else {
         // The whole frozen path as one op: it has no batch_norm.

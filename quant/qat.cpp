@@ -212,8 +212,9 @@ QatConvBnAct::FoldScales QatConvBnAct::fold_scales() const {
 Tensor QatConvBnAct::forward_batch_statistics(const Tensor& x) {
     const FoldScales s = fold_scales();
     Tensor wq = weight_quant.apply(scale_channels(conv->weight, s.sf, 0));
-    Tensor y = scale_channels(conv2d(x, wq, conv->bias, conv->params), s.inv, 1);
-    y = batch_norm(y, bn->gamma, bn->beta, bn->running_mean, bn->running_var, true, bn->momentum, bn->eps);
+    // BN of the conv output divided by sf, the division done inside batch_norm.
+    const Tensor y = batch_norm(conv2d(x, wq, conv->bias, conv->params), bn->gamma, bn->beta, bn->running_mean,
+                                bn->running_var, true, bn->momentum, bn->eps, s.inv);
     return out_quant->forward(nn::apply_act(y, act));
 }
 

@@ -171,6 +171,39 @@ TEST_CASE("batch_norm matches PyTorch: output, gradients, running statistics") {
     }
 }
 
+TEST_CASE("batch_norm with an input scale is batch_norm of scale_channels (QAT's BN folding)") {
+    // Scales of both signs and far from 1, as 1 / (gamma / sqrt(var + eps)) can be.
+    const Tensor scale = Tensor::from({3}, {2.5f, -0.125f, 40.0f});
+    for (bool training : {true, false}) {
+        CAPTURE(training);
+        Tensor outs[2], dx[2], dgamma[2], dbeta[2], rm[2], rv[2];
+        for (int fused = 0; fused < 2; fused++) {
+            Tensor x = random_tensor({4, 3, 5, 5}, 31, 1.5f, 0.7f), gamma = random_tensor({3}, 32, 1.0f, 0.2f);
+            Tensor beta = random_tensor({3}, 33);
+            rm[fused] = random_tensor({3}, 34, 0.5f);
+            rv[fused] = Tensor::from({3}, {0.5f, 2.0f, 1.25f});
+            for (Tensor* t : {&x, &gamma, &beta}) t->set_requires_grad(true);
+            outs[fused] = fused ? batch_norm(x, gamma, beta, rm[fused], rv[fused], training, 0.1f, 1e-3f, scale)
+                                : batch_norm(scale_channels(x, scale, 1), gamma, beta, rm[fused], rv[fused], training,
+                                             0.1f, 1e-3f);
+            backward(outs[fused], random_tensor(x.shape(), 35).values());
+            dx[fused] = Tensor::from(x.shape(), x.grad_values());
+            dgamma[fused] = Tensor::from({3}, gamma.grad_values());
+            dbeta[fused] = Tensor::from({3}, beta.grad_values());
+        }
+        check_close(outs[1], outs[0], 1e-5, 1e-4, "out");
+        check_close(dx[1], dx[0], 1e-5, 1e-4, "dx");
+        check_close(dgamma[1], dgamma[0], 1e-5, 1e-4, "dgamma");
+        check_close(dbeta[1], dbeta[0], 1e-5, 1e-4, "dbeta");
+        check_close(rm[1], rm[0], 1e-6, 1e-5, "running_mean");
+        check_close(rv[1], rv[0], 1e-6, 1e-5, "running_var");
+    }
+    Tensor rm = Tensor::zeros({3}), rv = Tensor::full({3}, 1.0f);
+    CHECK_THROWS_AS(batch_norm(Tensor::zeros({2, 3, 2, 2}), Tensor(), Tensor(), rm, rv, true, 0.1f, 1e-5f,
+                               Tensor::full({2}, 1.0f)),
+                    std::invalid_argument);
+}
+
 TEST_CASE("relu, relu6, add and concat_channels match PyTorch") {
     for (const char* name : {"relu", "relu6"}) {
         const std::string p = std::string(name) + ".";
