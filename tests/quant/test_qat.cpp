@@ -173,7 +173,8 @@ TEST_CASE("mixed precision: named layers and points get their own bit widths, un
 
 TEST_CASE("a QAT conv training step equals its composition of autograd ops, bit for bit") {
     // QatConvBnAct's batch-statistics forward as written in quant/qat.h, from
-    // scale_channels, fake_quantize, conv2d and batch_norm, against the layer.
+    // scale_channels, fake_quantize, conv2d and batch_norm (with its input
+    // scale 1/sf), against the layer.
     // Big enough (8x16x16x16) for the backwards that hand their gradient
     // buffer on (autograd/grad_buffer.h); the composition holds a zero
     // gradient in every tensor up front, so each of its backwards adds into
@@ -211,13 +212,12 @@ TEST_CASE("a QAT conv training step equals its composition of autograd ops, bit 
         wobs.observe(w);
         const Tensor wq = fake_quantize(w, wobs.qparams(), o.weight);
         const Tensor conv_out = conv2d(xb, wq, Tensor(), fp_b.conv->params);
-        const Tensor unscaled = scale_channels(conv_out, s.inv, 1);
         nn::BatchNorm2d& bn = *fp_b.bn;
-        const Tensor normalized =
-            batch_norm(unscaled, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true, bn.momentum, bn.eps);
+        const Tensor normalized = batch_norm(conv_out, bn.gamma, bn.beta, bn.running_mean, bn.running_var, true,
+                                             bn.momentum, bn.eps, s.inv);
         const Tensor h = relu6(normalized);
         Tensor yb = out_quant.forward(h);
-        for (Tensor t : {xb, w, wq, conv_out, unscaled, normalized, h}) t.grad();
+        for (Tensor t : {xb, w, wq, conv_out, normalized, h}) t.grad();
         backward(yb, dout);
         auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
             return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
