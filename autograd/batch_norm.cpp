@@ -154,7 +154,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
             const float* dout = out.grad();
             const float* inp = x.data();
             const bool want_dx = x.requires_grad();
-            float* dinp = want_dx ? x.grad() : nullptr;
+            bool dx_accumulate = true;  // else dx is written, every element (no zero-fill)
+            float* dinp = want_dx ? x.grad_for_overwrite(dx_accumulate) : nullptr;
             float* dgamma = gamma.defined() && gamma.requires_grad() ? gamma.grad() : nullptr;
             float* dbeta = beta.defined() && beta.requires_grad() ? beta.grad() : nullptr;
             const float* gammap = gamma.defined() ? gamma.data() : nullptr;
@@ -199,11 +200,20 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const float* xc = inp + (n * C + c) * S;
                     const float* dyc = dout + (n * C + c) * S;
                     float* dxc = dinp + (n * C + c) * S;
+                    // Written as 0 + v when not accumulating: the same bits as
+                    // the zero-filled path (a -0 becomes +0).
+                    if (dx_accumulate)
 #pragma omp simd
-                    for (int64_t s = 0; s < S; s++) {
-                        const float xhat = (xc[s] - mu) * istd;
-                        dxc[s] += k * (dyc[s] - mean_dy - xhat * mean_dy_xhat);
-                    }
+                        for (int64_t s = 0; s < S; s++) {
+                            const float xhat = (xc[s] - mu) * istd;
+                            dxc[s] += k * (dyc[s] - mean_dy - xhat * mean_dy_xhat);
+                        }
+                    else
+#pragma omp simd
+                        for (int64_t s = 0; s < S; s++) {
+                            const float xhat = (xc[s] - mu) * istd;
+                            dxc[s] = 0.0f + k * (dyc[s] - mean_dy - xhat * mean_dy_xhat);
+                        }
                 }
             }
         });

@@ -339,10 +339,11 @@ std::vector<float> dx_conv_weights(const float* w, const ConvDims& d) {
     return wt;
 }
 
-// dout (N, OC, OH, OW) -> dx (N, C, H, W) +=, dw (OC, Cg, KH, KW) +=, db (OC) +=;
-// any of dx, dw, db may be null (that input needs no gradient).
-void conv_gemm_backward(const float* x, const float* w, const float* dout, float* dx, float* dw,
-                        float* db, const ConvDims& d) {
+// dout (N, OC, OH, OW) -> dx (N, C, H, W) += (or =, when !dx_accumulate:
+// only where dx_as_conv), dw (OC, Cg, KH, KW) +=, db (OC) +=; any of dx, dw,
+// db may be null (that input needs no gradient).
+void conv_gemm_backward(const float* x, const float* w, const float* dout, float* dx,
+                        bool dx_accumulate, float* dw, float* db, const ConvDims& d) {
     const int64_t P = d.P(), K = d.K(), OCg = d.OCg();
     const int64_t CK = d.C * d.KH * d.KW;  // rows of the column matrix
     const int64_t image = d.C * d.H * d.W;
@@ -415,11 +416,11 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
         if (dx_via_conv) {
 #ifdef __AVX2__
             if (dx_implicit) {
-                for (int64_t i = n0; i < n0 + nb; i++) implicit_image(dx_ic, dout, nullptr, dx, true, i, dt);
+                for (int64_t i = n0; i < n0 + nb; i++) implicit_image(dx_ic, dout, nullptr, dx, dx_accumulate, i, dt);
                 return;
             }
 #endif
-            conv_gemm_images(dout, wt.data(), nullptr, dx, true, n0, nb, ch.gemm_threads, dt);
+            conv_gemm_images(dout, wt.data(), nullptr, dx, dx_accumulate, n0, nb, ch.gemm_threads, dt);
         } else if (dx) {
             // dcol_g (K, L) = w_g^T (K, OCg) @ dout_g (OCg, L), added back by
             // col2im; a single 1x1 image's dcol is its dx, so the GEMM adds to it.
@@ -572,13 +573,17 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dParams p)
     if (needs_grad({&x, &w, &b})) {
         // x = x: a non-const copy of each handle, whose grad() the backward fills.
         record("conv2d", out, [x = x, w = w, b = b, out, d, depthwise]() mutable {
-            float* dx = x.requires_grad() ? x.grad() : nullptr;
+            // dx as a convolution writes every element: no zero-fill needed.
+            bool dx_accumulate = true;
+            float* dx = !x.requires_grad()              ? nullptr
+                        : !depthwise && dx_as_conv(d) ? x.grad_for_overwrite(dx_accumulate)
+                                                      : x.grad();
             float* dw = w.requires_grad() ? w.grad() : nullptr;
             float* db = b.defined() && b.requires_grad() ? b.grad() : nullptr;
             if (depthwise)
                 conv_depthwise_backward(x.data(), w.data(), out.grad(), dx, dw, db, d);
             else
-                conv_gemm_backward(x.data(), w.data(), out.grad(), dx, dw, db, d);
+                conv_gemm_backward(x.data(), w.data(), out.grad(), dx, dx_accumulate, dw, db, d);
         });
     }
     return out;

@@ -138,6 +138,12 @@ float* Tensor::grad() {
     return s_->grad.data();
 }
 
+float* Tensor::grad_for_overwrite(bool& accumulate) {
+    accumulate = has_grad();
+    if (!accumulate) s_->grad = pool().take(s_->value.size());
+    return s_->grad.data();
+}
+
 Tensor Tensor::clone() const { return from(shape(), values()); }
 
 // ---- the tape ---------------------------------------------------------------

@@ -67,6 +67,11 @@ public:
     void set_requires_grad(bool r) { s_->requires_grad = r; }
     bool has_grad() const { return !s_->grad.empty(); }
     float* grad();  // allocates zeros on first use
+    // For a backward that sets every element of the gradient: with none yet,
+    // a buffer left unfilled, and `accumulate` false (write dx, do not add);
+    // else grad() and `accumulate` true. Saves grad()'s zero-fill, a serial
+    // pass over the whole buffer.
+    float* grad_for_overwrite(bool& accumulate);
     const std::vector<float>& grad_values() const { return s_->grad; }
     void zero_grad() { s_->grad.clear(); }
 

@@ -101,10 +101,20 @@ void check_case(const Case& c, int threads) {
     for (Tensor* t : {&x, &w, &b}) t->zero_grad();
     Tensor out2 = conv2d(x, w, b, {c.stride, c.pad, 1});
     backward(out2, vec(g));
-    set_num_threads(before);
     CHECK(std::memcmp(out2.data(), out.data(), out.numel() * sizeof(float)) == 0);
     CHECK(vec_grad(x) == dx1);
     CHECK(vec_grad(w) == dw1);
+
+    // A third, onto the gradients already there (the first two wrote dx into
+    // a fresh buffer, this one adds to it): each doubles.
+    Tensor out3 = conv2d(x, w, b, {c.stride, c.pad, 1});
+    backward(out3, vec(g));
+    set_num_threads(before);
+    Reference r2 = r;
+    for (auto* v : {&r2.dx, &r2.dw})
+        for (double& e : *v) e *= 2;
+    check_close(x.grad(), r2.dx, "dx added");
+    check_close(w.grad(), r2.dw, "dw added");
 }
 
 }  // namespace
