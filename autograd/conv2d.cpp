@@ -339,9 +339,9 @@ std::vector<float> dx_conv_weights(const float* w, const ConvDims& d) {
     return wt;
 }
 
-// dout (N, OC, OH, OW) -> dx (N, C, H, W) += (or =, when !dx_accumulate:
-// only where dx_as_conv), dw (OC, Cg, KH, KW) +=, db (OC) +=; any of dx, dw,
-// db may be null (that input needs no gradient).
+// dout (N, OC, OH, OW) -> dx (N, C, H, W) += (or =, when !dx_accumulate),
+// dw (OC, Cg, KH, KW) +=, db (OC) +=; any of dx, dw, db may be null (that
+// input needs no gradient).
 void conv_gemm_backward(const float* x, const float* w, const float* dout, float* dx,
                         bool dx_accumulate, float* dw, float* db, const ConvDims& d) {
     const int64_t P = d.P(), K = d.K(), OCg = d.OCg();
@@ -423,14 +423,19 @@ void conv_gemm_backward(const float* x, const float* w, const float* dout, float
             conv_gemm_images(dout, wt.data(), nullptr, dx, dx_accumulate, n0, nb, ch.gemm_threads, dt);
         } else if (dx) {
             // dcol_g (K, L) = w_g^T (K, OCg) @ dout_g (OCg, L), added back by
-            // col2im; a single 1x1 image's dcol is its dx, so the GEMM adds to it.
+            // col2im (onto zeros this thread writes, when dx is not yet a
+            // gradient); a single 1x1 image's dcol is its dx, which the GEMM
+            // writes or adds to.
             const bool direct = d.pointwise() && nb == 1;
             float* dcol = direct ? dx + n0 * image : scratch(kDcol, CK * L);
             for (int64_t g = 0; g < d.G; g++)
                 sgemm(true, false, K, L, OCg, 1.0f, w + g * OCg * K, K, gc + g * OCg * L, L,
-                      direct ? 1.0f : 0.0f, dcol + g * K * L, L, ch.gemm_threads);
+                      direct && dx_accumulate ? 1.0f : 0.0f, dcol + g * K * L, L, ch.gemm_threads);
             if (!direct)
-                for (int64_t i = 0; i < nb; i++) col2im_add(dcol + i * P, L, dx + (n0 + i) * image, d);
+                for (int64_t i = 0; i < nb; i++) {
+                    if (!dx_accumulate) std::memset(dx + (n0 + i) * image, 0, image * sizeof(float));
+                    col2im_add(dcol + i * P, L, dx + (n0 + i) * image, d);
+                }
         }
     };
     for_each_chunk(ch, chunk);
@@ -573,11 +578,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dParams p)
     if (needs_grad({&x, &w, &b})) {
         // x = x: a non-const copy of each handle, whose grad() the backward fills.
         record("conv2d", out, [x = x, w = w, b = b, out, d, depthwise]() mutable {
-            // dx as a convolution writes every element: no zero-fill needed.
+            // The GEMM paths write every element of dx: no zero-fill needed.
             bool dx_accumulate = true;
-            float* dx = !x.requires_grad()              ? nullptr
-                        : !depthwise && dx_as_conv(d) ? x.grad_for_overwrite(dx_accumulate)
-                                                      : x.grad();
+            float* dx = !x.requires_grad() ? nullptr
+                        : depthwise        ? x.grad()
+                                           : x.grad_for_overwrite(dx_accumulate);
             float* dw = w.requires_grad() ? w.grad() : nullptr;
             float* db = b.defined() && b.requires_grad() ? b.grad() : nullptr;
             if (depthwise)

@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
         x.set_requires_grad(s.dx), w.set_requires_grad(true);
         std::vector<double> fwd, bwd;
         for (int r = 0; r < reps + 1; r++) {
+            x.zero_grad(), w.zero_grad();  // as in training: each step's gradients start anew
             auto t0 = Clock::now();
             Tensor out = conv2d(x, w, Tensor(), {s.stride, s.pad, 1});
             const double f = ms_since(t0);

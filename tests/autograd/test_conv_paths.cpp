@@ -134,6 +134,7 @@ TEST_CASE("conv2d paths match a plain loop at one to three threads") {
         {3, 5, 10, 10, 20, 1, 2, 0},   // 1x1 stride 2 (a resnet shortcut), read without padding
         {2, 4, 8, 7, 6, 3, 2, 0},      // stride 2 without padding, odd width
         {2, 3, 9, 11, 5, 3, 3, 1},     // stride 3
+        {3, 6, 5, 5, 7, 1, 1, 0},      // 1x1 stride 1: the image is its own column matrix
     };
     for (int threads : {1, 2, 3})
         for (const Case& c : cases) check_case(c, threads);
