@@ -5,6 +5,9 @@
 // so x need not be kept alive. At the kinks (x = 0, x = 6) the gradient is 0,
 // as PyTorch's. The backwards work in the output's gradient buffer when they
 // can (grad_buffer.h).
+#include <cmath>
+#include <limits>
+
 #include "autograd/grad_buffer.h"
 #include "autograd/ops.h"
 
@@ -13,16 +16,34 @@ namespace qf {
 namespace {
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 15;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// out[i] = f(in[i]) for i < n; with `range`, also its finite min/max.
+template <class F>
+void map_elements(const float* in, float* out, int64_t n, F f, FiniteMinMax* range) {
+    if (!range) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+        for (int64_t i = 0; i < n; i++) out[i] = f(in[i]);
+        return;
+    }
+    float lo = kInf, hi = -kInf;
+#pragma omp parallel for simd schedule(static) reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) {
+        const float v = f(in[i]);
+        out[i] = v;
+        const bool finite = std::fabs(v) <= std::numeric_limits<float>::max();  // false for NaN and +-inf
+        lo = finite && v < lo ? v : lo;
+        hi = finite && v > hi ? v : hi;
+    }
+    *range = {lo, hi};
+}
 }  // namespace
 
 // x (any shape) -> y (same shape)
-Tensor relu(const Tensor& x) {
-    const int64_t n = x.numel();
+Tensor relu(const Tensor& x, FiniteMinMax* out_range) {
     Tensor out = Tensor::empty(x.shape());
-    const float* inp = x.data();
-    float* outp = out.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; i++) outp[i] = inp[i] < 0.0f ? 0.0f : inp[i];  // NaN stays NaN
+    map_elements(x.data(), out.data(), x.numel(), [](float v) { return v < 0.0f ? 0.0f : v; },  // NaN stays NaN
+                 out_range);
 
     if (needs_grad({&x})) {
         record("relu", out, [x = x, out]() mutable {
@@ -34,16 +55,15 @@ Tensor relu(const Tensor& x) {
 }
 
 // x (any shape) -> y (same shape)
-Tensor relu6(const Tensor& x) {
-    const int64_t n = x.numel();
+Tensor relu6(const Tensor& x, FiniteMinMax* out_range) {
     Tensor out = Tensor::empty(x.shape());
-    const float* inp = x.data();
-    float* outp = out.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; i++) {
-        const float v = inp[i] < 0.0f ? 0.0f : inp[i];  // NaN stays NaN
-        outp[i] = v > 6.0f ? 6.0f : v;
-    }
+    map_elements(
+        x.data(), out.data(), x.numel(),
+        [](float v) {
+            v = v < 0.0f ? 0.0f : v;  // NaN stays NaN
+            return v > 6.0f ? 6.0f : v;
+        },
+        out_range);
 
     if (needs_grad({&x})) {
         record("relu6", out, [x = x, out]() mutable {

@@ -46,8 +46,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 using SumOverProcesses = std::function<void(double* data, int64_t n)>;
 void set_batch_norm_sync(SumOverProcesses sum);
 
-Tensor relu(const Tensor& x);
-Tensor relu6(const Tensor& x);
+// The smallest and largest finite value of a tensor (min > max: it had none).
+struct FiniteMinMax {
+    float min, max;
+};
+// out_range, when given, gets the finite min/max of the output, computed in
+// the same pass (QAT's activation observers would otherwise read it again).
+Tensor relu(const Tensor& x, FiniteMinMax* out_range = nullptr);
+Tensor relu6(const Tensor& x, FiniteMinMax* out_range = nullptr);
 
 // x (N, C, H, W); padding counts as -inf for max, as zeros (included in the
 // divisor, PyTorch's count_include_pad=True) for average.

@@ -113,6 +113,11 @@ Tensor qat_conv_bn_act(quant::QatConvBnAct& m, const Tensor& x, OpProfile& prof)
         // The whole frozen path as one op: it has no batch_norm.
         h = prof.time("qat: frozen-BN conv (fold, quant, conv)", [&] { return m.folded_conv(x); });
     }
+    if (m.act != nn::Act::None && m.out_quant->wants_range()) {  // QatConvBnAct::quantize_output
+        FiniteMinMax range;
+        h = prof.time(nn::act_name(m.act), [&] { return nn::apply_act(h, m.act, &range); });
+        return prof.time("qat: activation quant (observe, round)", [&] { return m.out_quant->forward(h, range); });
+    }
     if (m.act != nn::Act::None) h = prof.time(nn::act_name(m.act), [&] { return nn::apply_act(h, m.act); });
     return activation_quant(*m.out_quant, h, prof);
 }

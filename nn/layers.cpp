@@ -14,10 +14,10 @@ const char* act_name(Act a) {
     return "?";
 }
 
-Tensor apply_act(const Tensor& x, Act a) {
+Tensor apply_act(const Tensor& x, Act a, FiniteMinMax* out_range) {
     switch (a) {
-        case Act::ReLU: return relu(x);
-        case Act::ReLU6: return relu6(x);
+        case Act::ReLU: return relu(x, out_range);
+        case Act::ReLU6: return relu6(x, out_range);
         case Act::None: break;
     }
     return x;

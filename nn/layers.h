@@ -15,7 +15,8 @@ namespace qf::nn {
 // layer rather than a module of its own.
 enum class Act { None, ReLU, ReLU6 };
 const char* act_name(Act a);
-Tensor apply_act(const Tensor& x, Act a);
+// out_range (ReLU and ReLU6 only): the output's finite min/max, from the same pass.
+Tensor apply_act(const Tensor& x, Act a, FiniteMinMax* out_range = nullptr);
 
 class Conv2d : public Module {
 public:

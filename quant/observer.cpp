@@ -43,17 +43,7 @@ Observer::Observer(std::string name, QuantScheme scheme) : name_(std::move(name)
 }
 
 void Observer::observe(const Tensor& x) {
-    validate(scheme_, x.shape(), name_);
-    const ChannelLayout layout = channel_layout(scheme_, x.shape());
-    if (calls_ == 0) {
-        seen_.assign(size_t(layout.channels), false);
-    } else if (layout.channels != channels()) {
-        throw QuantError("observer '" + name_ + "': tensor of shape " + shape_str(x.shape()) +
-                         " has " + std::to_string(layout.channels) + " channels on axis " +
-                         std::to_string(scheme_.axis) + ", earlier tensors had " +
-                         std::to_string(channels()));
-    }
-    calls_++;
+    const ChannelLayout layout = begin_batch(x.shape());
     Batch batch{x.data(), layout, std::vector<Range>(size_t(layout.channels), Range{kInf, -kInf})};
 #pragma omp parallel for schedule(static) if (layout.channels > 1 && x.numel() > kParallelMin)
     for (int64_t c = 0; c < layout.channels; c++) {
@@ -62,8 +52,34 @@ void Observer::observe(const Tensor& x) {
             batch.finite[c] = merge(batch.finite[c], finite_range(span, layout.inner));
         }
     }
+    end_batch(batch);
+}
+
+void Observer::observe_range(const Shape& shape, Range finite) {
+    if (needs_values() || scheme_.per_channel)
+        throw QuantError("observer '" + name_ + "' (" + kind() + "): needs the values, not only their range");
+    Batch batch{nullptr, begin_batch(shape), {finite}};
+    end_batch(batch);
+}
+
+ChannelLayout Observer::begin_batch(const Shape& shape) {
+    validate(scheme_, shape, name_);
+    const ChannelLayout layout = channel_layout(scheme_, shape);
+    if (calls_ == 0) {
+        seen_.assign(size_t(layout.channels), false);
+    } else if (layout.channels != channels()) {
+        throw QuantError("observer '" + name_ + "': tensor of shape " + shape_str(shape) +
+                         " has " + std::to_string(layout.channels) + " channels on axis " +
+                         std::to_string(scheme_.axis) + ", earlier tensors had " +
+                         std::to_string(channels()));
+    }
+    calls_++;
+    return layout;
+}
+
+void Observer::end_batch(Batch& batch) {
     if (reduce_) reduce_(batch.finite);
-    for (int64_t c = 0; c < layout.channels; c++) {
+    for (int64_t c = 0; c < batch.layout.channels; c++) {
         if (batch.has(c)) seen_[c] = true;
     }
     update(batch);

@@ -29,6 +29,12 @@ public:
     // Sees one tensor. Throws QuantError if the tensor lacks the per-channel
     // axis or its channel count differs from earlier calls.
     void observe(const Tensor& x);
+    // The same for a per-tensor observer that needs only the range
+    // (needs_values() false), given a tensor of `shape` whose finite values
+    // span `finite` (min > max: none): what the op that wrote it measured.
+    void observe_range(const Shape& shape, Range finite);
+    // Whether update() reads the values (histograms), not just their range.
+    virtual bool needs_values() const { return false; }
     // The range per channel (one for per tensor). Throws QuantError if a
     // channel saw no finite value.
     std::vector<Range> ranges() const;
@@ -54,11 +60,14 @@ protected:
         std::vector<Range> finite;
         bool has(int64_t c) const { return finite[c].min <= finite[c].max; }
     };
-    virtual void update(const Batch& batch) = 0;
+    virtual void update(const Batch& batch) = 0;  // batch.data is null from observe_range
     // Called only for channels that saw finite values.
     virtual Range channel_range(int64_t c) const = 0;
 
     int64_t channels() const { return int64_t(seen_.size()); }
+    // observe's steps before and after the batch's ranges are known.
+    ChannelLayout begin_batch(const Shape& shape);
+    void end_batch(Batch& batch);
 
 private:
     std::string name_;
@@ -133,6 +142,7 @@ class HistogramObserver : public Observer {
 public:
     using Observer::Observer;
     const Histogram& histogram(int64_t c) const { return hist_[c]; }
+    bool needs_values() const override { return true; }
 
 protected:
     void update(const Batch& batch) override;

@@ -73,16 +73,29 @@ ActivationQuant::ActivationQuant(std::string name, const QatOptions& o, bool non
 }
 
 Tensor ActivationQuant::forward(const Tensor& x) {
-    Tensor y = enabled ? quantize(x) : x;
+    Tensor y = enabled ? quantize(x, nullptr) : x;
     if (keep_output) last_output = y;
     return y;
 }
 
-Tensor ActivationQuant::quantize(const Tensor& x) {
-    const bool observing = learned_ == LearnedRanges::none ? training() && !ranges_frozen
-                                                           : scale_.data()[0] <= 0.0f;
-    if (observing) {
-        observer_->observe(x);
+Tensor ActivationQuant::forward(const Tensor& x, const FiniteMinMax& x_range) {
+    Tensor y = enabled ? quantize(x, &x_range) : x;
+    if (keep_output) last_output = y;
+    return y;
+}
+
+bool ActivationQuant::observing() const {
+    return learned_ == LearnedRanges::none ? training() && !ranges_frozen : scale_.data()[0] <= 0.0f;
+}
+
+bool ActivationQuant::wants_range() const { return enabled && observing() && !observer_->needs_values(); }
+
+Tensor ActivationQuant::quantize(const Tensor& x, const FiniteMinMax* x_range) {
+    if (observing()) {
+        if (x_range && !observer_->needs_values())
+            observer_->observe_range(x.shape(), Range{x_range->min, x_range->max});
+        else
+            observer_->observe(x);
         const Range r = observer_->ranges()[0];
         range_.data()[0] = r.min;
         range_.data()[1] = r.max;
@@ -184,7 +197,7 @@ QatConvBnAct::Folded QatConvBnAct::fold() const {
 
 Tensor QatConvBnAct::forward(const Tensor& x) {
     if (training() && !bn_frozen) return forward_batch_statistics(x);
-    return out_quant->forward(nn::apply_act(folded_conv(x), act));
+    return quantize_output(folded_conv(x));
 }
 
 Tensor QatConvBnAct::folded_conv(const Tensor& x) {
@@ -215,7 +228,14 @@ Tensor QatConvBnAct::forward_batch_statistics(const Tensor& x) {
     // BN of the conv output divided by sf, the division done inside batch_norm.
     const Tensor y = batch_norm(conv2d(x, wq, conv->bias, conv->params), bn->gamma, bn->beta, bn->running_mean,
                                 bn->running_var, true, bn->momentum, bn->eps, s.inv);
-    return out_quant->forward(nn::apply_act(y, act));
+    return quantize_output(y);
+}
+
+Tensor QatConvBnAct::quantize_output(const Tensor& y) {
+    if (act == nn::Act::None || !out_quant->wants_range()) return out_quant->forward(nn::apply_act(y, act));
+    FiniteMinMax range;
+    const Tensor activated = nn::apply_act(y, act, &range);
+    return out_quant->forward(activated, range);
 }
 
 // ---- linear -----------------------------------------------------------------

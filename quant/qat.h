@@ -66,6 +66,12 @@ class ActivationQuant : public nn::Module {
 public:
     ActivationQuant(std::string name, const QatOptions& options, bool non_negative);
     Tensor forward(const Tensor& x) override;
+    // The same, with x's finite min/max already measured by the op that
+    // wrote it (relu, relu6): the observer then skips its pass over x.
+    Tensor forward(const Tensor& x, const FiniteMinMax& x_range);
+    // Whether forward(x, x_range) would use x_range: this step observes,
+    // with an observer that needs no more than the range.
+    bool wants_range() const;
     std::string kind() const override { return "ActivationQuant"; }
 
     // The (scale, zero point) the forward uses now; throws QuantError naming
@@ -84,7 +90,8 @@ public:
     bool enabled = true;
 
 private:
-    Tensor quantize(const Tensor& x);
+    Tensor quantize(const Tensor& x, const FiniteMinMax* x_range);
+    bool observing() const;
     std::string name_;
     QuantScheme scheme_;
     LearnedRanges learned_;
@@ -158,6 +165,8 @@ public:
 
 private:
     Tensor forward_batch_statistics(const Tensor& x);
+    // act, then out_quant, its observer fed from the activation's own pass.
+    Tensor quantize_output(const Tensor& y);
 };
 
 // Linear(+act) with fake-quantized weights and a quantized output.

@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -202,6 +204,29 @@ TEST_CASE("batch_norm with an input scale is batch_norm of scale_channels (QAT's
     CHECK_THROWS_AS(batch_norm(Tensor::zeros({2, 3, 2, 2}), Tensor(), Tensor(), rm, rv, true, 0.1f, 1e-5f,
                                Tensor::full({2}, 1.0f)),
                     std::invalid_argument);
+}
+
+TEST_CASE("relu and relu6 measure their output's finite min/max in the same pass") {
+    for (int64_t n : {int64_t(7), int64_t(100000)}) {  // serial and parallel
+        CAPTURE(n);
+        Tensor x = random_tensor({n}, 41, 4.0f, 1.0f);
+        x.data()[3] = std::numeric_limits<float>::quiet_NaN();
+        x.data()[5] = std::numeric_limits<float>::infinity();
+        for (bool six : {false, true}) {
+            FiniteMinMax range{0, 0};
+            const Tensor y = six ? relu6(x, &range) : relu(x, &range);
+            const Tensor plain = six ? relu6(x) : relu(x);
+            float lo = INFINITY, hi = -INFINITY;
+            for (float v : y.values())
+                if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+            CHECK(range.min == lo);
+            CHECK(range.max == hi);
+            CHECK(std::memcmp(y.values().data(), plain.values().data(), size_t(n) * sizeof(float)) == 0);
+        }
+    }
+    FiniteMinMax none{0, 0};
+    relu(Tensor::full({3}, std::numeric_limits<float>::quiet_NaN()), &none);
+    CHECK(none.min > none.max);
 }
 
 TEST_CASE("relu, relu6, add and concat_channels match PyTorch") {

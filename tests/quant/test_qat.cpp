@@ -2,8 +2,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <random>
 #include <set>
 
+#include "quant/observer.h"
 #include "quant/qat.h"
 
 using namespace qf;
@@ -230,4 +233,32 @@ TEST_CASE("a QAT conv training step equals its composition of autograd ops, bit 
         CHECK(same(fp_a.bn->running_mean.values(), fp_b.bn->running_mean.values()));
         CHECK(same(fp_a.bn->running_var.values(), fp_b.bn->running_var.values()));
     }
+}
+
+TEST_CASE("an activation point fed the range its relu measured observes exactly as from the tensor") {
+    std::mt19937 rng(3);
+    Tensor x = Tensor::randn({4, 8, 6, 6}, rng);
+    x.data()[5] = std::numeric_limits<float>::quiet_NaN();  // skipped by both
+    x.data()[9] = std::numeric_limits<float>::infinity();
+    for (const ObserverKind kind : {ObserverKind::moving_average, ObserverKind::minmax, ObserverKind::percentile}) {
+        CAPTURE(int(kind));
+        QatOptions o;
+        o.observer = kind;
+        ActivationQuant from_tensor("a", o, true), from_range("a", o, true);
+        from_tensor.train();
+        from_range.train();
+        CHECK(from_range.wants_range() == (kind != ObserverKind::percentile));
+        for (int step = 0; step < 3; step++) {
+            const Tensor scaled = scale_channels(x, Tensor::full({8}, 1.0f + float(step)), 1);
+            FiniteMinMax range;
+            const Tensor h = relu6(scaled, &range);
+            const Tensor a = from_tensor.forward(relu6(scaled));
+            const Tensor b = from_range.forward(h, range);
+            CHECK(std::memcmp(a.values().data(), b.values().data(), a.values().size() * sizeof(float)) == 0);
+        }
+        CHECK(from_tensor.qparams().scales == from_range.qparams().scales);
+        CHECK(from_tensor.qparams().zero_points == from_range.qparams().zero_points);
+    }
+    MinMaxObserver per_channel("w", QuantScheme{.bits = 8, .symmetric = true, .per_channel = true, .axis = 0});
+    CHECK_THROWS_AS(per_channel.observe_range({4, 3}, Range{0.0f, 1.0f}), QuantError);
 }
