@@ -68,6 +68,13 @@ inline void transpose8(__m256 r[8]) {
     }
 }
 
+// r[j] = column j of the 8x8 block whose rows start at src + i * ld.
+inline void load_transposed8(const float* src, int64_t ld, __m256 r[8]) {
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * ld);
+    transpose8(r);
+}
+
 }  // namespace
 
 ImplicitConv implicit_prepare(const float* w, const ConvDims& d) {
@@ -130,9 +137,7 @@ void transpose_to_planes(const float* t, int64_t ld, int64_t OC, int64_t P, cons
     for (int64_t o = 0; o < OC8; o += 8)
         for (int64_t p = 0; p < P8; p += 8) {
             __m256 r[8];
-            #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(t + (p + i) * ld + o);
-            transpose8(r);  // r[j]: channel o+j, pixels p .. p+7
+            load_transposed8(t + p * ld + o, ld, r);  // r[j]: channel o+j, pixels p .. p+7
             #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
                 float* dst = out + (o + j) * P + p;
@@ -154,9 +159,7 @@ void transpose_from_planes(const float* g, int64_t OC, int64_t P, float* t, int6
     for (int64_t o = 0; o < OC8; o += 8)
         for (int64_t p = 0; p < P8; p += 8) {
             __m256 r[8];
-            #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(g + (o + j) * P + p);
-            transpose8(r);  // r[i]: pixel p+i, channels o .. o+7
+            load_transposed8(g + o * P + p, P, r);  // r[i]: pixel p+i, channels o .. o+7
             #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) _mm256_storeu_ps(t + (p + i) * ld + o, r[i]);
         }

@@ -92,8 +92,9 @@ std::string conv_name(const nn::Conv2d& c) {
     return "conv2d grouped " + k;
 }
 
-Tensor activation_quant(quant::ActivationQuant& a, const Tensor& x, OpProfile& prof) {
-    return prof.time("qat: activation quant (observe, round)", [&] { return a.forward(x); });
+Tensor activation_quant(quant::ActivationQuant& a, const Tensor& x, OpProfile& prof,
+                        const FiniteMinMax* x_range = nullptr) {
+    return prof.time("qat: activation quant (observe, round)", [&] { return a.forward(x, x_range); });
 }
 
 // QatConvBnAct::forward, op by op (quant/qat.cpp).
@@ -113,13 +114,11 @@ Tensor qat_conv_bn_act(quant::QatConvBnAct& m, const Tensor& x, OpProfile& prof)
         // The whole frozen path as one op: it has no batch_norm.
         h = prof.time("qat: frozen-BN conv (fold, quant, conv)", [&] { return m.folded_conv(x); });
     }
-    if (m.act != nn::Act::None && m.out_quant->wants_range()) {  // QatConvBnAct::quantize_output
-        FiniteMinMax range;
-        h = prof.time(nn::act_name(m.act), [&] { return nn::apply_act(h, m.act, &range); });
-        return prof.time("qat: activation quant (observe, round)", [&] { return m.out_quant->forward(h, range); });
-    }
-    if (m.act != nn::Act::None) h = prof.time(nn::act_name(m.act), [&] { return nn::apply_act(h, m.act); });
-    return activation_quant(*m.out_quant, h, prof);
+    // QatConvBnAct::quantize_output: the activation measures the range its quantization point observes.
+    FiniteMinMax range;
+    FiniteMinMax* measured = m.act != nn::Act::None && m.out_quant->wants_range() ? &range : nullptr;
+    if (m.act != nn::Act::None) h = prof.time(nn::act_name(m.act), [&] { return nn::apply_act(h, m.act, measured); });
+    return activation_quant(*m.out_quant, h, prof, measured);
 }
 
 Tensor conv_bn_act(nn::ConvBnAct& m, const Tensor& x, OpProfile& prof) {

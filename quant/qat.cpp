@@ -72,14 +72,8 @@ ActivationQuant::ActivationQuant(std::string name, const QatOptions& o, bool non
         zero_point_ = register_parameter("zero_point", Tensor::zeros({1}), false);
 }
 
-Tensor ActivationQuant::forward(const Tensor& x) {
-    Tensor y = enabled ? quantize(x, nullptr) : x;
-    if (keep_output) last_output = y;
-    return y;
-}
-
-Tensor ActivationQuant::forward(const Tensor& x, const FiniteMinMax& x_range) {
-    Tensor y = enabled ? quantize(x, &x_range) : x;
+Tensor ActivationQuant::forward(const Tensor& x, const FiniteMinMax* x_range) {
+    Tensor y = enabled ? quantize(x, x_range) : x;
     if (keep_output) last_output = y;
     return y;
 }
@@ -232,10 +226,10 @@ Tensor QatConvBnAct::forward_batch_statistics(const Tensor& x) {
 }
 
 Tensor QatConvBnAct::quantize_output(const Tensor& y) {
-    if (act == nn::Act::None || !out_quant->wants_range()) return out_quant->forward(nn::apply_act(y, act));
     FiniteMinMax range;
-    const Tensor activated = nn::apply_act(y, act, &range);
-    return out_quant->forward(activated, range);
+    FiniteMinMax* measured = act != nn::Act::None && out_quant->wants_range() ? &range : nullptr;
+    const Tensor activated = nn::apply_act(y, act, measured);
+    return out_quant->forward(activated, measured);
 }
 
 // ---- linear -----------------------------------------------------------------

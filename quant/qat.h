@@ -65,10 +65,10 @@ struct QatOptions {
 class ActivationQuant : public nn::Module {
 public:
     ActivationQuant(std::string name, const QatOptions& options, bool non_negative);
-    Tensor forward(const Tensor& x) override;
-    // The same, with x's finite min/max already measured by the op that
-    // wrote it (relu, relu6): the observer then skips its pass over x.
-    Tensor forward(const Tensor& x, const FiniteMinMax& x_range);
+    Tensor forward(const Tensor& x) override { return forward(x, nullptr); }
+    // The same, given x's finite min/max when the op that wrote it measured
+    // them (relu, relu6; else null): the observer then skips its pass over x.
+    Tensor forward(const Tensor& x, const FiniteMinMax* x_range);
     // Whether forward(x, x_range) would use x_range: this step observes,
     // with an observer that needs no more than the range.
     bool wants_range() const;
@@ -90,7 +90,7 @@ public:
     bool enabled = true;
 
 private:
-    Tensor quantize(const Tensor& x, const FiniteMinMax* x_range);
+    Tensor quantize(const Tensor& x, const FiniteMinMax* x_range);  // x_range may be null
     bool observing() const;
     std::string name_;
     QuantScheme scheme_;

@@ -253,7 +253,7 @@ TEST_CASE("an activation point fed the range its relu measured observes exactly 
             FiniteMinMax range;
             const Tensor h = relu6(scaled, &range);
             const Tensor a = from_tensor.forward(relu6(scaled));
-            const Tensor b = from_range.forward(h, range);
+            const Tensor b = from_range.forward(h, &range);
             CHECK(std::memcmp(a.values().data(), b.values().data(), a.values().size() * sizeof(float)) == 0);
         }
         CHECK(from_tensor.qparams().scales == from_range.qparams().scales);
