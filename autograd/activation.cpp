@@ -31,7 +31,7 @@ void map_elements(const float* in, float* out, int64_t n, F f, FiniteMinMax* ran
     for (int64_t i = 0; i < n; i++) {
         const float v = f(in[i]);
         out[i] = v;
-        const bool finite = std::fabs(v) <= std::numeric_limits<float>::max();  // false for NaN and +-inf
+        const bool finite = is_finite_value(v);
         lo = finite && v < lo ? v : lo;
         hi = finite && v > hi ? v : hi;
     }

@@ -5,8 +5,10 @@
 // "no bias". Shapes are checked; a mismatch throws std::invalid_argument
 // naming the op and both shapes.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <vector>
 
 #include "autograd/tensor.h"
@@ -46,10 +48,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 using SumOverProcesses = std::function<void(double* data, int64_t n)>;
 void set_batch_norm_sync(SumOverProcesses sum);
 
-// The smallest and largest finite value of a tensor (min > max: it had none).
+// The smallest and largest finite value of a tensor (min > max: it had none);
+// quant/ calls it a Range (what an observer saw).
 struct FiniteMinMax {
-    float min, max;
+    float min = 0.0f, max = 0.0f;
 };
+// false for NaN and +-inf; a comparison, so loops using it vectorize.
+inline bool is_finite_value(float v) { return std::fabs(v) <= std::numeric_limits<float>::max(); }
 // out_range, when given, gets the finite min/max of the output, computed in
 // the same pass (QAT's activation observers would otherwise read it again).
 Tensor relu(const Tensor& x, FiniteMinMax* out_range = nullptr);

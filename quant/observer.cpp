@@ -1,7 +1,6 @@
 #include "quant/observer.h"
 
 #include <algorithm>
-#include <cfloat>
 #include <cmath>
 #include <limits>
 
@@ -13,9 +12,6 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 15;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// NaN fails the comparison, so this is false for NaN and for +-inf.
-inline bool is_finite(float v) { return std::fabs(v) <= FLT_MAX; }
-
 // The finite min/max of n values; {+inf, -inf} when there are none.
 // (Plain selects, not std::min/max, which return references: with those GCC 12
 // left this loop scalar and branchy, as slow as the fake-quant op itself.)
@@ -24,7 +20,7 @@ Range finite_range(const float* p, int64_t n) {
 #pragma omp parallel for simd reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
     for (int64_t i = 0; i < n; i++) {
         const float v = p[i];
-        const bool ok = is_finite(v);
+        const bool ok = is_finite_value(v);
         const float for_min = ok ? v : kInf, for_max = ok ? v : -kInf;
         lo = for_min < lo ? for_min : lo;
         hi = for_max > hi ? for_max : hi;
@@ -167,7 +163,7 @@ void Histogram::add(const float* values, int64_t n, Range finite) {
     seen_ = merge(seen_, finite);
     for (int64_t i = 0; i < n; i++) {
         const float v = values[i];
-        if (!is_finite(v)) continue;
+        if (!is_finite_value(v)) continue;
         const int64_t bin = std::clamp(int64_t((v - lo_) / width_), int64_t(0), int64_t(kBins - 1));
         counts_[bin] += 1.0;
         total_ += 1.0;

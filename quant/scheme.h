@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/ops.h"
 #include "autograd/tensor.h"
 
 namespace qf::quant {
@@ -59,10 +60,7 @@ struct QuantParams {
 };
 
 // A float range [min, max] seen by an observer.
-struct Range {
-    float min = 0.0f;
-    float max = 0.0f;
-};
+using Range = FiniteMinMax;
 
 // The affine parameters for one range (as PyTorch's observers, in float32):
 //   the range is widened to include 0 (min <= 0 <= max);
