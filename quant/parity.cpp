@@ -32,7 +32,7 @@ std::string ParityReport::per_point() const {
 
 ParityChecker::ParityChecker(nn::Sequential& qat_model, infer::Model& int8_model)
     : qat_(qat_model), int8_(int8_model) {
-    visit_qat(qat_, {.conv = {}, .activation = [&](ActivationQuant& a) {
+    visit_qat(qat_, {.conv = {}, .linear = {}, .activation = [&](ActivationQuant& a) {
                          a.keep_output = true;
                          points_[a.name()] = &a;
                      }});

@@ -87,7 +87,7 @@ bool ActivationQuant::wants_range() const { return enabled && observing() && !ob
 Tensor ActivationQuant::quantize(const Tensor& x, const FiniteMinMax* x_range) {
     if (observing()) {
         if (x_range && !observer_->needs_values())
-            observer_->observe_range(x.shape(), Range{x_range->min, x_range->max});
+            observer_->observe_range(x.shape(), *x_range);
         else
             observer_->observe(x);
         const Range r = observer_->ranges()[0];
@@ -131,6 +131,13 @@ QuantParams ActivationQuant::qparams() const {
 WeightQuant::WeightQuant(std::string layer, const QatOptions& o)
     : name_(layer + ".weight"), scheme_(o.weight_scheme(layer)), lsq_(o.learned == LearnedRanges::lsq) {}
 
+bool WeightQuant::has_frozen_ranges() const {
+    if (!range_.defined()) return false;
+    for (int64_t i = 0; i < range_.numel(); i++)
+        if (range_.data()[i] != 0.0f) return true;
+    return false;  // all zeros: an all-zero weight has nothing to keep either
+}
+
 QuantParams WeightQuant::qparams(const Tensor& w) const {
     if (lsq_ && scale_.defined() && scale_.data()[0] > 0.0f) {
         QuantParams p;
@@ -140,6 +147,11 @@ QuantParams WeightQuant::qparams(const Tensor& w) const {
         }
         return p;
     }
+    if (has_frozen_ranges()) {
+        std::vector<Range> ranges(size_t(range_.shape()[0]));
+        for (size_t c = 0; c < ranges.size(); c++) ranges[c] = {range_.data()[2 * c], range_.data()[2 * c + 1]};
+        return choose_qparams(ranges, scheme_);
+    }
     MinMaxObserver obs(name_, scheme_);
     obs.observe(w);
     return obs.qparams();
@@ -147,7 +159,21 @@ QuantParams WeightQuant::qparams(const Tensor& w) const {
 
 Tensor WeightQuant::apply(const Tensor& w) {
     if (!enabled) return w;
-    if (!lsq_) return fake_quantize(w, qparams(w), scheme_, name_);
+    if (!lsq_) {
+        if (ranges_frozen && range_.defined() && !has_frozen_ranges()) {
+            MinMaxObserver obs(name_, scheme_);
+            obs.observe(w);
+            const std::vector<Range> ranges = obs.ranges();
+            if (int64_t(ranges.size()) != range_.shape()[0])
+                throw QuantError(name_ + ": " + std::to_string(ranges.size()) + " weight ranges, buffer has " +
+                                 std::to_string(range_.shape()[0]));
+            for (size_t c = 0; c < ranges.size(); c++) {
+                range_.data()[2 * c] = ranges[c].min;
+                range_.data()[2 * c + 1] = ranges[c].max;
+            }
+        }
+        return fake_quantize(w, qparams(w), scheme_, name_);
+    }
     if (!scale_.defined()) throw QuantError(name_ + ": LSQ weight scale not registered");
     if (scale_.data()[0] <= 0.0f) {
         QuantParams p = qparams(w);
@@ -155,7 +181,6 @@ Tensor WeightQuant::apply(const Tensor& w) {
     }
     return fake_quantize_learned(w, scale_, Tensor(), scheme_, lsq_grad_factor(w.numel(), scheme_), name_);
 }
-
 
 // ---- conv + BN --------------------------------------------------------------
 
@@ -165,7 +190,10 @@ QatConvBnAct::QatConvBnAct(const nn::ConvBnAct& fp32, const std::string& name, c
                                                  name + ".out", o, act != nn::Act::None));
     if (o.learned == LearnedRanges::lsq)
         weight_quant.set_lsq_scale(register_parameter(
-            "weight_scale", Tensor::zeros({o.weight.per_channel ? conv->out_channels : 1}), false));
+            "weight_scale", Tensor::zeros({weight_quant.range_channels(conv->out_channels)}), false));
+    else
+        weight_quant.set_range_buffer(
+            register_buffer("weight_range", Tensor::zeros({weight_quant.range_channels(conv->out_channels), 2})));
 }
 
 namespace {
@@ -243,7 +271,10 @@ QatLinear::QatLinear(const nn::Linear& fp32, const std::string& name, const QatO
                                                  name + ".out", o, act != nn::Act::None));
     if (o.learned == LearnedRanges::lsq)
         weight_quant.set_lsq_scale(register_parameter(
-            "weight_scale", Tensor::zeros({o.weight.per_channel ? out_features : 1}), false));
+            "weight_scale", Tensor::zeros({weight_quant.range_channels(out_features)}), false));
+    else
+        weight_quant.set_range_buffer(
+            register_buffer("weight_range", Tensor::zeros({weight_quant.range_channels(out_features), 2})));
 }
 
 Tensor QatLinear::forward(const Tensor& x) { return out_quant->forward(nn::apply_act(quantized_linear(x), act)); }
@@ -367,6 +398,7 @@ std::shared_ptr<nn::Sequential> prepare_qat(const std::shared_ptr<nn::Sequential
 
 void visit_qat(nn::Module& model, const QatVisitor& v) {
     if (auto* c = dynamic_cast<QatConvBnAct*>(&model); c && v.conv) v.conv(*c);
+    if (auto* l = dynamic_cast<QatLinear*>(&model); l && v.linear) v.linear(*l);
     if (auto* a = dynamic_cast<ActivationQuant*>(&model); a && v.activation) v.activation(*a);
     for (const auto& [name, child] : model.children()) visit_qat(*child, v);
 }
@@ -374,12 +406,16 @@ void visit_qat(nn::Module& model, const QatVisitor& v) {
 std::string QatSchedule::apply(nn::Module& model, int64_t step) const {
     const bool bn = freeze_bn_after >= 0 && step >= freeze_bn_after;
     const bool ranges = freeze_ranges_after >= 0 && step >= freeze_ranges_after;
-    visit_qat(model, {.conv = [&](QatConvBnAct& c) { c.bn_frozen = bn; },
+    visit_qat(model, {.conv = [&](QatConvBnAct& c) {
+                          c.bn_frozen = bn;
+                          c.weight_quant.ranges_frozen = ranges;
+                      },
+                      .linear = [&](QatLinear& l) { l.weight_quant.ranges_frozen = ranges; },
                       .activation = [&](ActivationQuant& a) { a.ranges_frozen = ranges; }});
     std::string msg;
     if (step == freeze_bn_after) msg += "QAT: BN statistics frozen at step " + std::to_string(step);
     if (step == freeze_ranges_after)
-        msg += (msg.empty() ? "" : "; ") + std::string("QAT: activation ranges frozen at step ") + std::to_string(step);
+        msg += (msg.empty() ? "" : "; ") + std::string("QAT: weight and activation ranges frozen at step ") + std::to_string(step);
     return msg;
 }
 

@@ -103,7 +103,12 @@ private:
 };
 
 // Fake-quantizes a weight per the weight scheme: from its current per-channel
-// min/max, or a learned LSQ scale (initialized from them on first use).
+// min/max until the ranges freeze, then from the min/max it had then (as
+// PyTorch's weight observers stop when observers are disabled), or a learned
+// LSQ scale (initialized from them on first use). The frozen ranges are the
+// owning layer's buffer "weight_range" ([channels][2], zeros until frozen),
+// so a checkpoint keeps them and freeze quantizes with them: a weight that
+// outgrows its frozen range clamps in the int8 graph as it did in training.
 class WeightQuant {
 public:
     // The quantizer of layer `layer`'s weights, named "<layer>.weight".
@@ -117,6 +122,13 @@ public:
     // its bias in float (the layer's weights stay float). A diagnostic switch
     // for the sensitivity report (quant/sensitivity.h); freeze ignores it.
     bool enabled = true;
+    // Set by QatSchedule: the next apply() keeps the weight's ranges.
+    bool ranges_frozen = false;
+    bool has_frozen_ranges() const;
+    // How many channels the ranges have: out_channels per channel, else 1.
+    int64_t range_channels(int64_t out_channels) const { return scheme_.per_channel ? out_channels : 1; }
+    // The owning layer registers these (zeros: not set yet).
+    void set_range_buffer(Tensor r) { range_ = std::move(r); }
     Tensor lsq_scale() const { return scale_; }
     // LSQ: the step-size parameter the owning layer registered (zeros until
     // the first apply() initializes it from the weight's min/max).
@@ -127,6 +139,7 @@ private:
     QuantScheme scheme_;
     bool lsq_;
     Tensor scale_;
+    Tensor range_;  // [channels][2]: {min, max} when frozen
 };
 
 // ConvBnAct with folded, fake-quantized weights and a quantized output.
@@ -207,6 +220,7 @@ std::shared_ptr<nn::Sequential> prepare_qat(const std::shared_ptr<nn::Sequential
 // Visits every QAT layer and quantization point of a prepared model.
 struct QatVisitor {
     std::function<void(QatConvBnAct&)> conv;
+    std::function<void(QatLinear&)> linear;
     std::function<void(ActivationQuant&)> activation;
 };
 void visit_qat(nn::Module& model, const QatVisitor& v);

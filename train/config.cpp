@@ -302,7 +302,7 @@ const std::vector<ConfigKey>& config_keys() {
         integer("quant.freeze_bn_after_steps", FIELD(quant.freeze_bn_after_steps), -1, kNoLimit,
                 "QAT: use BN running statistics (folded) from this step of the run on; -1 = never"),
         integer("quant.freeze_ranges_after_steps", FIELD(quant.freeze_ranges_after_steps), -1, kNoLimit,
-                "QAT: stop updating activation ranges from this step on; -1 = never"),
+                "QAT: stop updating weight and activation ranges from this step on (learned LSQ and PACT ranges keep learning); -1 = never"),
         string("quant.weight_bits_per_layer", FIELD(quant.weight_bits_per_layer),
                "mixed precision: \"LAYER:BITS,...\" overrides quant.weight_bits for named layers (\"1.conv1:4,11:6\"); "
                "names as in the checkpoint; empty = none"),

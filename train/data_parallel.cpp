@@ -59,7 +59,7 @@ void broadcast_state(nn::Module& model, Optimizer* optimizer) {
 
 void reduce_observer_ranges(nn::Module& model) {
     if (dist::size() == 1) return;
-    quant::visit_qat(model, {.conv = {}, .activation = [](quant::ActivationQuant& a) {
+    quant::visit_qat(model, {.conv = {}, .linear = {}, .activation = [](quant::ActivationQuant& a) {
         a.observer().set_range_reduce([](std::vector<quant::Range>& ranges) {
             // One collective: the min of {min, -max} is {min of mins, -(max of maxes)}.
             const size_t n = ranges.size();

@@ -102,9 +102,64 @@ TEST_CASE("the schedule freezes BN and ranges at the configured steps and says s
     CHECK(s.apply(*qat, 1).empty());
     CHECK(s.apply(*qat, 2).find("BN statistics frozen at step 2") != std::string::npos);
     int frozen = 0;
-    visit_qat(*qat, {.conv = [&](QatConvBnAct& c) { frozen += c.bn_frozen; }, .activation = {}});
+    visit_qat(*qat, {.conv = [&](QatConvBnAct& c) { frozen += c.bn_frozen; }, .linear = {}, .activation = {}});
     CHECK(frozen > 10);
     CHECK(s.apply(*qat, 3).find("ranges frozen at step 3") != std::string::npos);
+}
+
+TEST_CASE("frozen ranges hold the weights' ranges too: fake-quant and freeze keep them as the weights move") {
+    auto fp32 = nn::build_model({"lenet", 10, 1, 28}, 0);
+    warm_up(*fp32);
+    auto qat = prepare_qat(fp32, QatOptions{});
+    qat->train();
+    QatSchedule s{.freeze_bn_after = 0, .freeze_ranges_after = 1};
+    std::vector<QatConvBnAct*> convs;
+    std::vector<QatLinear*> linears;
+    visit_qat(*qat, {.conv = [&](QatConvBnAct& c) { convs.push_back(&c); },
+                     .linear = [&](QatLinear& l) { linears.push_back(&l); },
+                     .activation = {}});
+    REQUIRE(convs.size() == 2);
+    REQUIRE(linears.size() == 2);
+    NoGrad ng;
+    s.apply(*qat, 0);
+    qat->forward(batch(8, 5));
+    QatConvBnAct& conv = *convs[0];
+    QatLinear& fc = *linears[0];
+    CHECK_FALSE(conv.weight_quant.has_frozen_ranges());
+    // Not frozen: the scales follow the weights.
+    auto scale_all = [](Tensor w, float f) {
+        for (int64_t i = 0; i < w.numel(); i++) w.data()[i] *= f;
+    };
+    const float before = conv.weight_quant.qparams(conv.fold().weight).scales[0];
+    scale_all(conv.conv->weight, 2.0f);
+    CHECK(conv.weight_quant.qparams(conv.fold().weight).scales[0] == doctest::Approx(2 * before));
+
+    CHECK(s.apply(*qat, 1).find("weight and activation ranges frozen at step 1") != std::string::npos);
+    qat->forward(batch(8, 5));
+    for (QatConvBnAct* c : convs) CHECK(c->weight_quant.has_frozen_ranges());
+    for (QatLinear* l : linears) CHECK(l->weight_quant.has_frozen_ranges());
+    const QuantParams frozen = conv.weight_quant.qparams(conv.fold().weight);
+    const QuantParams frozen_fc = fc.weight_quant.qparams(fc.weight);
+    CHECK(frozen.scales[0] == doctest::Approx(2 * before));
+    // Frozen: the weights grow, the scales stay, and the fake-quant weights
+    // clamp at the frozen range (symmetric: 127 steps at most).
+    scale_all(conv.conv->weight, 3.0f);
+    scale_all(fc.weight, 3.0f);
+    CHECK(conv.weight_quant.qparams(conv.fold().weight).scales == frozen.scales);
+    CHECK(fc.weight_quant.qparams(fc.weight).scales == frozen_fc.scales);
+    const Tensor w = conv.fold().weight, fq = conv.weight_quant.apply(w);
+    const int64_t per = w.numel() / w.dim(0);
+    for (int64_t c = 0; c < w.dim(0); c++)
+        for (int64_t i = 0; i < per; i++)
+            CHECK(std::fabs(fq.data()[c * per + i]) <= 128.0f * frozen.scales[size_t(c)] * (1 + 1e-6f));
+    // The ranges are state (a checkpoint keeps them), one {min, max} per channel.
+    int buffers = 0;
+    for (const auto& b : qat->buffers())
+        if (b.name.size() > 13 && b.name.substr(b.name.size() - 13) == ".weight_range") {
+            buffers++;
+            CHECK(b.tensor.dim(1) == 2);
+        }
+    CHECK(buffers == 4);
 }
 
 TEST_CASE("an activation point that saw no data says so by name") {
@@ -142,6 +197,7 @@ TEST_CASE("mixed precision: named layers and points get their own bit widths, un
                              seen++;
                          }
                      },
+                     .linear = {},
                      .activation = [&](ActivationQuant& a) {
                          const int bits = a.name() == "1.conv1.out" ? 4 : a.name() == "input" ? 6 : 8;
                          CHECK(a.scheme().bits == bits);
@@ -151,9 +207,9 @@ TEST_CASE("mixed precision: named layers and points get their own bit widths, un
     // The 4-bit point's outputs take at most 16 values.
     {
         NoGrad ng;
-        visit_qat(*qat, {.conv = {}, .activation = [](ActivationQuant& a) { a.keep_output = a.name() == "1.conv1.out"; }});
+        visit_qat(*qat, {.conv = {}, .linear = {}, .activation = [](ActivationQuant& a) { a.keep_output = a.name() == "1.conv1.out"; }});
         qat->forward(batch(4, 6));
-        visit_qat(*qat, {.conv = {}, .activation = [](ActivationQuant& a) {
+        visit_qat(*qat, {.conv = {}, .linear = {}, .activation = [](ActivationQuant& a) {
                              if (a.name() != "1.conv1.out") return;
                              std::set<float> values(a.last_output.data(), a.last_output.data() + a.last_output.numel());
                              CHECK(values.size() <= 16);

@@ -130,9 +130,8 @@ TEST_CASE("Every point and weight in float computes exactly the fp32 model") {
     const Tensor ref = forward(*m.fp32, x);
     const Tensor quantized = forward(*m.qat, x);
     visit_qat(*m.qat, {.conv = [](QatConvBnAct& c) { c.weight_quant.enabled = false; },
+                       .linear = [](QatLinear& l) { l.weight_quant.enabled = false; },
                        .activation = [](ActivationQuant& a) { a.enabled = false; }});
-    for (const auto& [name, child] : m.qat->children())
-        if (auto* l = dynamic_cast<QatLinear*>(child.get())) l->weight_quant.enabled = false;
     const Tensor all_float = forward(*m.qat, x);
     REQUIRE(all_float.numel() == ref.numel());
     for (int64_t i = 0; i < ref.numel(); i++) CHECK(all_float.data()[i] == ref.data()[i]);
