@@ -1,5 +1,7 @@
 #include "infer/model.h"
 
+#include <omp.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -240,23 +242,27 @@ void Model::ensure_capacity(int batch) {
     capacity_ = batch;
 }
 
-void Model::run_step(const Step& step, int batch) {
-    auto data = [&](int value) { return buffers_[size_t(values_[size_t(value)].buffer)].data(); };
+void Model::run_step(const Step& step, int first, int count) {
+    // Every value is batch-major: image b of value v starts at b * elements.
+    auto data = [&](int value) {
+        const Value& v = values_[size_t(value)];
+        return buffers_[size_t(v.buffer)].data() + int64_t(first) * v.elements();
+    };
     const int8_t* in = data(step.inputs[0]);
     int8_t* out = data(step.output);
     std::visit(Overloaded{
-                   [&](const Conv2d& conv) { conv.run(batch, in, out); },
-                   [&](const FullyConnected& fc) { fc.run(batch, in, out); },
+                   [&](const Conv2d& conv) { conv.run(count, in, out); },
+                   [&](const FullyConnected& fc) { fc.run(count, in, out); },
                    [&](const AddParams& p) {
-                       qs8_add(p, values_[size_t(step.output)].elements() * batch, in, data(step.inputs[1]), out);
+                       qs8_add(p, values_[size_t(step.output)].elements() * count, in, data(step.inputs[1]), out);
                    },
                    [&](const ConcatParams& p) {
-                       concat_inputs_.clear();
-                       for (int v : step.inputs) concat_inputs_.push_back(data(v));
-                       reference::concat(p, batch, concat_inputs_.data(), out);
+                       std::vector<const int8_t*> inputs;
+                       for (int v : step.inputs) inputs.push_back(data(v));
+                       reference::concat(p, count, inputs.data(), out);
                    },
-                   [&](const MaxPool& m) { qs8_max_pool(m.params, batch, in, out); },
-                   [&](const AveragePool& a) { qs8_average_pool(a.params, batch, in, out); },
+                   [&](const MaxPool& m) { qs8_max_pool(m.params, count, in, out); },
+                   [&](const AveragePool& a) { qs8_average_pool(a.params, count, in, out); },
                    [&](const Flatten&) {},  // the output shares the input's buffer
                },
                step.kernel);
@@ -278,15 +284,29 @@ std::span<const int8_t> Model::run_quantized(const float* images_nchw, int batch
                 for (int64_t i = 0; i < pixels; ++i)
                     nhwc[(b * pixels + i) * channels + c] = nchw[(int64_t(b) * channels + c) * pixels + i];
 
-    for (size_t s = 0; s < steps_.size(); ++s) {
-        if (!profiling_) {
-            run_step(steps_[s], batch);
-            continue;
+    // A batch of several images per thread is split into whole images: each
+    // thread runs the whole graph on its share, with no barrier between ops
+    // (the kernels' own parallel regions, nested inside this one, run on the
+    // calling thread). One op at a time over the batch made every op wait for
+    // its slowest thread, 30+ times per batch. Each image's arithmetic is the
+    // same either way, so are its outputs, bit for bit. Profiling times ops,
+    // so it runs them one at a time.
+    const int threads = omp_get_max_threads();
+    if (!profiling_ && threads > 1 && batch >= kMinImagesPerThread * threads) {
+#pragma omp parallel num_threads(threads)
+        {
+            const int t = omp_get_thread_num(), n = omp_get_num_threads();
+            const int first = int(int64_t(batch) * t / n), last = int(int64_t(batch) * (t + 1) / n);
+            for (const Step& step : steps_) run_step(step, first, last - first);
         }
-        const auto start = std::chrono::steady_clock::now();
-        run_step(steps_[s], batch);
-        profile_[s].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        ++profile_[s].calls;
+    } else {
+        for (size_t s = 0; s < steps_.size(); ++s) {
+            const auto start = std::chrono::steady_clock::now();
+            run_step(steps_[s], 0, batch);
+            if (!profiling_) continue;
+            profile_[s].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            ++profile_[s].calls;
+        }
     }
     return {buffers_[size_t(values_[size_t(output_index_)].buffer)].data(), size_t(num_classes_) * batch};
 }

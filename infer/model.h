@@ -52,6 +52,9 @@ public:
     std::span<const float> run(const float* images_nchw, int batch);
     // The same, stopping before the dequantization: batch x num_classes int8.
     std::span<const int8_t> run_quantized(const float* images_nchw, int batch);
+    // From this many images per OpenMP thread on, run() splits the batch
+    // between the threads instead of each op (model.cpp).
+    static constexpr int kMinImagesPerThread = 4;
 
     // Per-op wall time, accumulated over runs while profiling is on.
     struct OpTime {
@@ -104,7 +107,8 @@ private:
     // output value. Throws ModelError.
     void add_step(const OpSpec& op, size_t index, const std::string& name, std::map<int, int>& value_index);
     void ensure_capacity(int batch);
-    void run_step(const Step& step, int batch);
+    // Runs `step` on images [first, first + count) of the batch.
+    void run_step(const Step& step, int first, int count);
 
     InputSpec input_;
     OutputSpec output_;
@@ -118,7 +122,6 @@ private:
     std::vector<std::vector<int8_t>> buffers_;      // buffer_elements_ * capacity_
     int capacity_ = 0;                              // the batch the buffers hold
     std::vector<int8_t> input_nchw_;                // the quantized input before NHWC
-    std::vector<const int8_t*> concat_inputs_;      // scratch for concat
     std::vector<float> logits_;
 
     bool profiling_ = false;

@@ -3,6 +3,7 @@
 // by op (bit for bit); the file round trip; buffers reused across batches;
 // the profile.
 #include <doctest/doctest.h>
+#include <omp.h>
 
 #include <unistd.h>
 
@@ -19,6 +20,13 @@ using namespace qf::infer;
 using namespace qf::infer::test;
 
 namespace {
+
+// Sets the OpenMP thread count for a scope.
+struct ThreadCount {
+    int saved = omp_get_max_threads();
+    explicit ThreadCount(int n) { omp_set_num_threads(n); }
+    ~ThreadCount() { omp_set_num_threads(saved); }
+};
 
 // Random normalized images, batch x C x H x W, with a few values far out of
 // the input range (they must clamp).
@@ -122,7 +130,11 @@ TEST_CASE("residual graph (conv, depthwise, 1x1, add, global pool, fc) is bit-ex
     Model model = Model::load(file.path);
     REQUIRE(model.num_classes() == 10);
 
-    for (int batch : {1, 4, 2}) {  // 2 after 4: the buffers are reused, not regrown
+    // 2 after 4: the buffers are reused, not regrown. 13 on 3 threads: the
+    // batch is split into whole images per thread (4, 4, 5), not each op.
+    const ThreadCount three(3);
+    REQUIRE(13 >= Model::kMinImagesPerThread * 3);
+    for (int batch : {1, 4, 2, 13}) {
         INFO("batch " << batch);
         const std::vector<float> images = random_images(rng, m.input, batch);
         const std::vector<int8_t> x = quantize_input_nhwc(m.input, images, batch);
@@ -206,37 +218,40 @@ TEST_CASE("concat graph (two scales), average pool, global pool: bit-exact") {
     std::mt19937_64 rng(4);
     const ModelSpec m = concat_model(rng);
     Model model = Model::from_bytes(model_to_bytes(m), "concat");
-    const int batch = 2;
-    const std::vector<float> images = random_images(rng, m.input, batch);
-    const std::vector<int8_t> x = quantize_input_nhwc(m.input, images, batch);
+    const ThreadCount two(2);
+    for (int batch : {2, 9}) {  // 9 on 2 threads: 4 + 5 images per thread
+        INFO("batch " << batch);
+        const std::vector<float> images = random_images(rng, m.input, batch);
+        const std::vector<int8_t> x = quantize_input_nhwc(m.input, images, batch);
 
-    const auto& left = op_at<Conv2dSpec>(m, 0);
-    const auto& right = op_at<Conv2dSpec>(m, 1);
-    const auto& cat = op_at<ConcatSpec>(m, 2);
-    const auto& avg = op_at<AvgPoolSpec>(m, 3);
-    const auto& gap = op_at<GlobalAvgPoolSpec>(m, 4);
-    const auto& fc = op_at<FullyConnectedSpec>(m, 5);
-    int h = 8, w = 8, h2 = 8, w2 = 8;
-    const auto a = ref_conv(left, batch, h, w, m.input.zero_point, x);
-    const auto b = ref_conv(right, batch, h2, w2, m.input.zero_point, x);
-    ConcatParams cp;
-    cp.h = h, cp.w = w, cp.output_zero_point = cat.output_zero_point;
-    cp.inputs = {{3, left.output.zero_point, cat.multipliers[0]}, {5, right.output.zero_point, cat.multipliers[1]}};
-    std::vector<int8_t> c(size_t(batch) * h * w * 8);
-    const int8_t* parts[] = {a.data(), b.data()};
-    reference::concat(cp, batch, parts, c.data());
-    PoolParams pp;
-    pp.in_h = h, pp.in_w = w, pp.channels = 8, pp.kernel_h = pp.kernel_w = 2, pp.stride_h = pp.stride_w = 2;
-    pp.input_zero_point = cat.output_zero_point, pp.multiplier = avg.multiplier, pp.output = avg.output;
-    std::vector<int8_t> d(size_t(batch) * 4 * 4 * 8);
-    reference::average_pool(pp, batch, c.data(), d.data());
-    std::vector<int8_t> e(size_t(batch) * 8);
-    reference::average_pool(global_average_pool_params(4, 4, 8, avg.output.zero_point, gap.multiplier, gap.output),
-                            batch, d.data(), e.data());
-    const auto logits = ref_fc(fc, batch, gap.output.zero_point, e);
+        const auto& left = op_at<Conv2dSpec>(m, 0);
+        const auto& right = op_at<Conv2dSpec>(m, 1);
+        const auto& cat = op_at<ConcatSpec>(m, 2);
+        const auto& avg = op_at<AvgPoolSpec>(m, 3);
+        const auto& gap = op_at<GlobalAvgPoolSpec>(m, 4);
+        const auto& fc = op_at<FullyConnectedSpec>(m, 5);
+        int h = 8, w = 8, h2 = 8, w2 = 8;
+        const auto a = ref_conv(left, batch, h, w, m.input.zero_point, x);
+        const auto b = ref_conv(right, batch, h2, w2, m.input.zero_point, x);
+        ConcatParams cp;
+        cp.h = h, cp.w = w, cp.output_zero_point = cat.output_zero_point;
+        cp.inputs = {{3, left.output.zero_point, cat.multipliers[0]}, {5, right.output.zero_point, cat.multipliers[1]}};
+        std::vector<int8_t> c(size_t(batch) * h * w * 8);
+        const int8_t* parts[] = {a.data(), b.data()};
+        reference::concat(cp, batch, parts, c.data());
+        PoolParams pp;
+        pp.in_h = h, pp.in_w = w, pp.channels = 8, pp.kernel_h = pp.kernel_w = 2, pp.stride_h = pp.stride_w = 2;
+        pp.input_zero_point = cat.output_zero_point, pp.multiplier = avg.multiplier, pp.output = avg.output;
+        std::vector<int8_t> d(size_t(batch) * 4 * 4 * 8);
+        reference::average_pool(pp, batch, c.data(), d.data());
+        std::vector<int8_t> e(size_t(batch) * 8);
+        reference::average_pool(global_average_pool_params(4, 4, 8, avg.output.zero_point, gap.multiplier, gap.output),
+                                batch, d.data(), e.data());
+        const auto logits = ref_fc(fc, batch, gap.output.zero_point, e);
 
-    const auto q = model.run_quantized(images.data(), batch);
-    CHECK(std::vector<int8_t>(q.begin(), q.end()) == logits);
+        const auto q = model.run_quantized(images.data(), batch);
+        CHECK(std::vector<int8_t>(q.begin(), q.end()) == logits);
+    }
 }
 
 TEST_CASE("the profile counts each op's runs") {
