@@ -138,6 +138,17 @@ bool WeightQuant::has_frozen_ranges() const {
     return false;  // all zeros: an all-zero weight has nothing to keep either
 }
 
+std::vector<Range> WeightQuant::ranges(const Tensor& w) const {
+    std::vector<Range> r;
+    if (has_frozen_ranges()) {
+        for (int64_t c = 0; c < range_.shape()[0]; c++) r.push_back({range_.data()[2 * c], range_.data()[2 * c + 1]});
+        return r;
+    }
+    MinMaxObserver obs(name_, scheme_);
+    obs.observe(w);
+    return obs.ranges();
+}
+
 QuantParams WeightQuant::qparams(const Tensor& w) const {
     if (lsq_ && scale_.defined() && scale_.data()[0] > 0.0f) {
         QuantParams p;
@@ -147,29 +158,20 @@ QuantParams WeightQuant::qparams(const Tensor& w) const {
         }
         return p;
     }
-    if (has_frozen_ranges()) {
-        std::vector<Range> ranges(size_t(range_.shape()[0]));
-        for (size_t c = 0; c < ranges.size(); c++) ranges[c] = {range_.data()[2 * c], range_.data()[2 * c + 1]};
-        return choose_qparams(ranges, scheme_);
-    }
-    MinMaxObserver obs(name_, scheme_);
-    obs.observe(w);
-    return obs.qparams();
+    return choose_qparams(ranges(w), scheme_);
 }
 
 Tensor WeightQuant::apply(const Tensor& w) {
     if (!enabled) return w;
     if (!lsq_) {
         if (ranges_frozen && range_.defined() && !has_frozen_ranges()) {
-            MinMaxObserver obs(name_, scheme_);
-            obs.observe(w);
-            const std::vector<Range> ranges = obs.ranges();
-            if (int64_t(ranges.size()) != range_.shape()[0])
-                throw QuantError(name_ + ": " + std::to_string(ranges.size()) + " weight ranges, buffer has " +
+            const std::vector<Range> now = ranges(w);
+            if (int64_t(now.size()) != range_.shape()[0])
+                throw QuantError(name_ + ": " + std::to_string(now.size()) + " weight ranges, buffer has " +
                                  std::to_string(range_.shape()[0]));
-            for (size_t c = 0; c < ranges.size(); c++) {
-                range_.data()[2 * c] = ranges[c].min;
-                range_.data()[2 * c + 1] = ranges[c].max;
+            for (size_t c = 0; c < now.size(); c++) {
+                range_.data()[2 * c] = now[c].min;
+                range_.data()[2 * c + 1] = now[c].max;
             }
         }
         return fake_quantize(w, qparams(w), scheme_, name_);

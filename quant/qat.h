@@ -135,6 +135,8 @@ public:
     void set_lsq_scale(Tensor s) { scale_ = std::move(s); }
 
 private:
+    // Per channel: the frozen ranges once kept, else w's min/max now.
+    std::vector<Range> ranges(const Tensor& w) const;
     std::string name_;
     QuantScheme scheme_;
     bool lsq_;
