@@ -301,9 +301,12 @@ std::span<const int8_t> Model::run_quantized(const float* images_nchw, int batch
         }
     } else {
         for (size_t s = 0; s < steps_.size(); ++s) {
+            if (!profiling_) {
+                run_step(steps_[s], 0, batch);
+                continue;
+            }
             const auto start = std::chrono::steady_clock::now();
             run_step(steps_[s], 0, batch);
-            if (!profiling_) continue;
             profile_[s].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             ++profile_[s].calls;
         }
