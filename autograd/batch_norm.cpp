@@ -200,20 +200,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const float* xc = inp + (n * C + c) * S;
                     const float* dyc = dout + (n * C + c) * S;
                     float* dxc = dinp + (n * C + c) * S;
-                    // Written as 0 + v when not accumulating: the same bits as
-                    // the zero-filled path (a -0 becomes +0).
-                    if (dx_accumulate)
+                    // Onto 0 when not accumulating: the same bits as the
+                    // zero-filled path (a -0 becomes +0), without reading dx.
 #pragma omp simd
-                        for (int64_t s = 0; s < S; s++) {
-                            const float xhat = (xc[s] - mu) * istd;
-                            dxc[s] += k * (dyc[s] - mean_dy - xhat * mean_dy_xhat);
-                        }
-                    else
-#pragma omp simd
-                        for (int64_t s = 0; s < S; s++) {
-                            const float xhat = (xc[s] - mu) * istd;
-                            dxc[s] = 0.0f + k * (dyc[s] - mean_dy - xhat * mean_dy_xhat);
-                        }
+                    for (int64_t s = 0; s < S; s++) {
+                        const float xhat = (xc[s] - mu) * istd;
+                        dxc[s] = (dx_accumulate ? dxc[s] : 0.0f) + k * (dyc[s] - mean_dy - xhat * mean_dy_xhat);
+                    }
                 }
             }
         });
