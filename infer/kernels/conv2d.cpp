@@ -91,6 +91,19 @@ static const int8_t* pointwise_row(const Conv2dParams& p, const int8_t* input, c
     return image + (size_t(at.oy) * p.stride_h * p.in_w + size_t(at.ox) * p.stride_w) * p.in_c;
 }
 
+// dst[0, n) = value. std::fill_n on int16 compiles to one 2-byte store per
+// value at -O2, which made the padding cost as much as the widening.
+static void fill_int16(int16_t* dst, size_t n, int16_t value, bool use_simd) {
+    size_t i = 0;
+#ifdef __AVX2__
+    if (use_simd) {
+        const __m256i v = _mm256_set1_epi16(value);
+        for (; i + 16 <= n; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), v);
+    }
+#endif
+    for (; i < n; ++i) dst[i] = value;
+}
+
 // The input sign-extended to int16 inside its padding (the input zero
 // point): [batch][in_h + pad_top + pad_bottom][in_w + pad_left + pad_right][in_c],
 // then one 0 for the kernel's read past an odd run (qs8_gemm.h). Rows of the
@@ -106,11 +119,11 @@ static void widen_padded(const Conv2dParams& p, int batch, const int8_t* input, 
         const int b = int(row / padded_h), y = int(row % padded_h) - p.pad_top;
         int16_t* dst = padded + size_t(row) * line;
         if (y < 0 || y >= p.in_h) {
-            std::fill_n(dst, line, zx);
+            fill_int16(dst, line, zx, use_simd);
             continue;
         }
         const int8_t* src = input + (size_t(b) * p.in_h + size_t(y)) * values;
-        std::fill_n(dst, left, zx);
+        fill_int16(dst, left, zx, use_simd);
         dst += left;
         size_t i = 0;
 #ifdef __AVX2__
@@ -120,7 +133,7 @@ static void widen_padded(const Conv2dParams& p, int batch, const int8_t* input, 
                                     _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
 #endif
         for (; i < values; ++i) dst[i] = src[i];
-        std::fill_n(dst + values, right, zx);
+        fill_int16(dst + values, right, zx, use_simd);
     }
 #pragma omp single
     padded[size_t(batch) * padded_h * line] = 0;
@@ -144,6 +157,11 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
     if (!pointwise) padded_buffer.resize(std::max(padded_buffer.size(), batch * padded_image + 1));
     int16_t* padded = padded_buffer.data();  // thread_local: only this pointer is shared
     const int segments = int(window_runs_.size());
+    // Where an output pixel's window starts in the padded input: computed
+    // once here, since the compiler may not hoist the division in
+    // in_c_per_group() out of the per-panel loop (it could trap).
+    const size_t window_row_step = size_t(p.stride_h) * p.padded_w() * p.in_c;
+    const size_t window_column_step = size_t(p.stride_w) * p.in_c, group_step = size_t(p.in_c_per_group());
 
 #pragma omp parallel num_threads(threads)
     {
@@ -176,10 +194,8 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
                         continue;
                     }
                     for (int r = 0; r < count; ++r, at.next()) {
-                        const int16_t* window =
-                            padded + at.b * padded_image +
-                            (size_t(at.oy) * p.stride_h * p.padded_w() + size_t(at.ox) * p.stride_w) * p.in_c +
-                            size_t(g) * p.in_c_per_group();
+                        const int16_t* window = padded + at.b * padded_image + size_t(at.oy) * window_row_step +
+                                                size_t(at.ox) * window_column_step + size_t(g) * group_step;
                         for (int s = 0; s < segments; ++s) runs[r * segments + s] = window + window_runs_[size_t(s)];
                     }
                     runs_kernel(groups_[size_t(g)], runs.data(), count, c, size_t(p.out_c));
