@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -285,19 +287,30 @@ std::span<const int8_t> Model::run_quantized(const float* images_nchw, int batch
                     nhwc[(b * pixels + i) * channels + c] = nchw[(int64_t(b) * channels + c) * pixels + i];
 
     // A batch of several images per thread is split into whole images: each
-    // thread runs the whole graph on its share, with no barrier between ops
-    // (the kernels' own parallel regions, nested inside this one, run on the
-    // calling thread). One op at a time over the batch made every op wait for
-    // its slowest thread, 30+ times per batch. Each image's arithmetic is the
-    // same either way, so are its outputs, bit for bit. Profiling times ops,
-    // so it runs them one at a time.
+    // thread runs the whole graph on a run of images, with no barrier between
+    // ops (the kernels' own parallel regions, nested inside this one, run on
+    // the calling thread). One op at a time over the batch made every op wait
+    // for its slowest thread, 30+ times per batch. The runs are handed out as
+    // threads ask, each a share of what is left (OpenMP's "guided"): on a
+    // shared machine one thread is often slowed, and equal halves left the
+    // other waiting for it at the end. Each image's arithmetic is the same
+    // either way, so are its outputs, bit for bit. Profiling times ops, so it
+    // runs them one at a time.
     const int threads = omp_get_max_threads();
     if (!profiling_ && threads > 1 && batch >= kMinImagesPerThread * threads) {
+        std::atomic<int> next_image{0};
 #pragma omp parallel num_threads(threads)
         {
-            const int t = omp_get_thread_num(), n = omp_get_num_threads();
-            const int first = int(int64_t(batch) * t / n), last = int(int64_t(batch) * (t + 1) / n);
-            for (const Step& step : steps_) run_step(step, first, last - first);
+            const int n = omp_get_num_threads();
+            for (;;) {
+                int first = next_image.load(), count = 0;
+                do {
+                    if (first >= batch) break;
+                    count = std::min(batch - first, std::max(kMinImagesPerRun, (batch - first) / (2 * n)));
+                } while (!next_image.compare_exchange_weak(first, first + count));
+                if (first >= batch) break;
+                for (const Step& step : steps_) run_step(step, first, count);
+            }
         }
     } else {
         for (size_t s = 0; s < steps_.size(); ++s) {

@@ -53,8 +53,10 @@ public:
     // The same, stopping before the dequantization: batch x num_classes int8.
     std::span<const int8_t> run_quantized(const float* images_nchw, int batch);
     // From this many images per OpenMP thread on, run() splits the batch
-    // between the threads instead of each op (model.cpp).
+    // between the threads instead of each op (model.cpp), in runs of at
+    // least kMinImagesPerRun images (fewer at the end of the batch).
     static constexpr int kMinImagesPerThread = 4;
+    static constexpr int kMinImagesPerRun = 2;
 
     // Per-op wall time, accumulated over runs while profiling is on.
     struct OpTime {

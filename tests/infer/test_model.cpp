@@ -130,11 +130,13 @@ TEST_CASE("residual graph (conv, depthwise, 1x1, add, global pool, fc) is bit-ex
     Model model = Model::load(file.path);
     REQUIRE(model.num_classes() == 10);
 
-    // 2 after 4: the buffers are reused, not regrown. 13 on 3 threads: the
-    // batch is split into whole images per thread (4, 4, 5), not each op.
+    // 2 after 4: the buffers are reused, not regrown. 13 and 40 on 3
+    // threads: the batch is split into runs of whole images that the threads
+    // take as they go (13: runs of 2 and a last 1; 40: 6, 5, 4, 4, 3, 3, 2...),
+    // not each op.
     const ThreadCount three(3);
     REQUIRE(13 >= Model::kMinImagesPerThread * 3);
-    for (int batch : {1, 4, 2, 13}) {
+    for (int batch : {1, 4, 2, 13, 40}) {
         INFO("batch " << batch);
         const std::vector<float> images = random_images(rng, m.input, batch);
         const std::vector<int8_t> x = quantize_input_nhwc(m.input, images, batch);
