@@ -52,9 +52,7 @@ Model::Model(const ModelSpec& spec, const std::string& name)
     if (!(output_.scale > 0) || !std::isfinite(output_.scale))
         throw ModelError(name + ": graph output: scale must be positive, got " + std::to_string(output_.scale));
     std::map<int, int> value_index;  // value id -> index into values_
-    Value input{input_.height, input_.width, input_.channels, input_.zero_point, 0};
-    values_.push_back(input);
-    buffer_elements_.push_back(input.elements());
+    values_.push_back({input_.height, input_.width, input_.channels, input_.zero_point});
     value_index[kModelInputValue] = 0;
     for (size_t i = 0; i < spec.ops.size(); ++i) add_step(spec.ops[i], i, name, value_index);
 
@@ -74,8 +72,64 @@ Model::Model(const ModelSpec& spec, const std::string& name)
         fail(std::to_string(class_names_.size()) + " class names for " + std::to_string(num_classes_) + " logits");
     if (class_names_.empty())
         for (int c = 0; c < num_classes_; ++c) class_names_.push_back(std::to_string(c));
-    buffers_.resize(buffer_elements_.size());
+    plan_buffers(false);
     reset_profile();
+}
+
+void Model::keep_op_outputs() {
+    keep_op_outputs_ = true;
+    plan_buffers(true);
+}
+
+// Liveness over the step order, greedy: a value's buffer is free again after
+// the last step that reads it (the logits: never). A step's output takes a
+// free buffer before its own inputs are released, so no op writes over what
+// it reads. Only values of equal size per image share a buffer: image b of
+// every value then lies at the same bytes, so the threads of the batch split
+// (run_quantized), each on its own images, never touch each other's.
+void Model::plan_buffers(bool keep_all) {
+    const size_t n = values_.size();
+    std::vector<int> root(n);  // whose buffer a value reads: its own, or (flatten) its input's
+    for (size_t v = 0; v < n; ++v) root[v] = values_[v].alias >= 0 ? root[size_t(values_[v].alias)] : int(v);
+    std::vector<size_t> last_read(n, 0);  // step index; a value no step reads dies at its own step
+    for (size_t s = 0; s < steps_.size(); ++s) {
+        last_read[size_t(root[size_t(steps_[s].output)])] = s;
+        for (int v : steps_[s].inputs) last_read[size_t(root[size_t(v)])] = s;
+    }
+    last_read[size_t(root[size_t(output_index_)])] = steps_.size();
+
+    buffer_elements_.clear();
+    std::vector<int> free_buffers;
+    auto take = [&](Value& v) {
+        for (size_t i = 0; i < free_buffers.size(); ++i)
+            if (buffer_elements_[size_t(free_buffers[i])] == v.elements()) {
+                v.buffer = free_buffers[i];
+                free_buffers.erase(free_buffers.begin() + std::ptrdiff_t(i));
+                return;
+            }
+        v.buffer = int(buffer_elements_.size());
+        buffer_elements_.push_back(v.elements());
+    };
+    take(values_[0]);
+    for (size_t s = 0; s < steps_.size(); ++s) {
+        Value& out = values_[size_t(steps_[s].output)];
+        if (out.alias >= 0)
+            out.buffer = values_[size_t(root[size_t(steps_[s].output)])].buffer;
+        else
+            take(out);
+        if (keep_all) continue;
+        std::vector<int> done = steps_[s].inputs;
+        done.push_back(steps_[s].output);
+        for (int v : done) {
+            const int r = root[size_t(v)];
+            const int b = values_[size_t(r)].buffer;
+            if (last_read[size_t(r)] == s &&
+                std::find(free_buffers.begin(), free_buffers.end(), b) == free_buffers.end())
+                free_buffers.push_back(b);
+        }
+    }
+    buffers_.assign(buffer_elements_.size(), {});
+    capacity_ = 0;
 }
 
 void Model::add_step(const OpSpec& op, size_t index, const std::string& name, std::map<int, int>& value_index) {
@@ -211,7 +265,7 @@ void Model::add_step(const OpSpec& op, size_t index, const std::string& name, st
                     kernel = AveragePool{p};
                 },
                 [&](const FlattenSpec&) {
-                    out = {1, 1, int(in.elements()), in.zero_point, in.buffer};  // same bytes, new shape
+                    out = {1, 1, int(in.elements()), in.zero_point, inputs[0]};  // same bytes, new shape
                     kernel = Flatten{};
                 },
             },
@@ -221,10 +275,6 @@ void Model::add_step(const OpSpec& op, size_t index, const std::string& name, st
     }
     if (out.elements() > kMaxValueElements)
         fail("output " + shape_string(out.h, out.w, out.c) + " is too large");
-    if (out.buffer < 0) {
-        out.buffer = int(buffer_elements_.size());
-        buffer_elements_.push_back(out.elements());
-    }
     value_index[op.output] = int(values_.size());
     steps_.push_back({op.name, op_type_name(op.op), inputs, int(values_.size()), std::move(kernel)});
     values_.push_back(out);

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
@@ -66,8 +67,17 @@ public:
     };
     void set_profiling(bool on) { profiling_ = on; }
 
+    // Activations share buffers by default: an op's output reuses the buffer
+    // of a value of the same size that no later op reads, so a batch needs
+    // the widest cut of the graph, not every activation at once. Parity
+    // checks read every op's output after a run (op_output): this gives each
+    // value a buffer of its own again. Drops the buffers (the next run
+    // allocates them).
+    void keep_op_outputs();
+
     // The output of op `index` from the last run (batch x h x w x c int8,
-    // NHWC), for parity checks against the fake-quant model.
+    // NHWC), for parity checks against the fake-quant model. Needs
+    // keep_op_outputs() (std::logic_error without).
     struct OpOutput {
         std::string name;
         int h = 0, w = 0, c = 0;
@@ -75,6 +85,7 @@ public:
         const int8_t* data = nullptr;
     };
     OpOutput op_output(int index) const {
+        if (!keep_op_outputs_) throw std::logic_error("Model::op_output needs keep_op_outputs() before the run");
         const Step& st = steps_.at(size_t(index));
         const Value& v = values_[size_t(st.output)];
         return {st.name, v.h, v.w, v.c, v.zero_point, buffers_[size_t(v.buffer)].data()};
@@ -87,7 +98,8 @@ private:
     struct Value {
         int h = 0, w = 0, c = 0;
         int32_t zero_point = 0;
-        int buffer = -1;  // index into buffers_ (flatten shares its input's)
+        int alias = -1;   // flatten: the value whose bytes this one reads under a new shape
+        int buffer = -1;  // index into buffers_ (plan_buffers)
         int64_t elements() const { return int64_t(h) * w * c; }
     };
     // The prepared kernel of each op type (fast kernels for conv2d, FC,
@@ -108,6 +120,9 @@ private:
     // value id -> index into values_), prepares its kernel and defines its
     // output value. Throws ModelError.
     void add_step(const OpSpec& op, size_t index, const std::string& name, std::map<int, int>& value_index);
+    // Gives every value a buffer (values_[v].buffer, buffer_elements_),
+    // shared between values whose lives do not overlap unless keep_all.
+    void plan_buffers(bool keep_all);
     void ensure_capacity(int batch);
     // Runs `step` on images [first, first + count) of the batch.
     void run_step(const Step& step, int first, int count);
@@ -123,6 +138,7 @@ private:
     std::vector<int64_t> buffer_elements_;          // per image, for each buffer
     std::vector<std::vector<int8_t>> buffers_;      // buffer_elements_ * capacity_
     int capacity_ = 0;                              // the batch the buffers hold
+    bool keep_op_outputs_ = false;
     std::vector<int8_t> input_nchw_;                // the quantized input before NHWC
     std::vector<float> logits_;
 

@@ -32,6 +32,7 @@ std::string ParityReport::per_point() const {
 
 ParityChecker::ParityChecker(nn::Sequential& qat_model, infer::Model& int8_model)
     : qat_(qat_model), int8_(int8_model) {
+    int8_.keep_op_outputs();  // compare_points reads every op's output
     visit_qat(qat_, {.conv = {}, .linear = {}, .activation = [&](ActivationQuant& a) {
                          a.keep_output = true;
                          points_[a.name()] = &a;

@@ -256,6 +256,27 @@ TEST_CASE("concat graph (two scales), average pool, global pool: bit-exact") {
     }
 }
 
+TEST_CASE("activations share buffers unless the op outputs are kept") {
+    std::mt19937_64 rng(6);
+    const ModelSpec m = residual_model(rng, 3, 9, 7);  // stem, depthwise, 1x1, add, pool, fc
+    Model model(m);
+    const int64_t shared = model.activation_elements();
+    const std::vector<float> images = random_images(rng, m.input, 5);
+    const auto q = model.run_quantized(images.data(), 5);
+    const std::vector<int8_t> logits(q.begin(), q.end());
+    CHECK_THROWS_AS(model.op_output(0), std::logic_error);
+
+    model.keep_op_outputs();
+    const auto kept = model.run_quantized(images.data(), 5);
+    CHECK(std::vector<int8_t>(kept.begin(), kept.end()) == logits);
+    // Shared, the add's output took the depthwise output's buffer (read by
+    // the 1x1 conv before): one stem-sized value less than one buffer each.
+    const Model::OpOutput stem = model.op_output(0);
+    CHECK(model.activation_elements() - shared == int64_t(stem.h) * stem.w * stem.c);
+    const Model::OpOutput last = model.op_output(model.num_ops() - 1);
+    CHECK(std::vector<int8_t>(last.data, last.data + logits.size()) == logits);
+}
+
 TEST_CASE("the profile counts each op's runs") {
     std::mt19937_64 rng(5);
     const ModelSpec m = residual_model(rng);
