@@ -5,6 +5,7 @@
 // so x need not be kept alive. At the kinks (x = 0, x = 6) the gradient is 0,
 // as PyTorch's. The backwards work in the output's gradient buffer when they
 // can (grad_buffer.h).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -26,14 +27,23 @@ void map_elements(const float* in, float* out, int64_t n, F f, FiniteMinMax* ran
         for (int64_t i = 0; i < n; i++) out[i] = f(in[i]);
         return;
     }
+    // Map a block, then measure it while it is in L1: in one loop GCC
+    // if-converted f into masked stores (vmaskmovps, microcoded on AMD), which
+    // made this 3x the cost of the plain map.
+    constexpr int64_t kBlock = 2048;
     float lo = kInf, hi = -kInf;
-#pragma omp parallel for simd schedule(static) reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; i++) {
-        const float v = f(in[i]);
-        out[i] = v;
-        const bool finite = is_finite_value(v);
-        lo = finite && v < lo ? v : lo;
-        hi = finite && v > hi ? v : hi;
+#pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
+    for (int64_t first = 0; first < n; first += kBlock) {
+        const int64_t last = std::min(n, first + kBlock);
+#pragma omp simd
+        for (int64_t i = first; i < last; i++) out[i] = f(in[i]);
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+        for (int64_t i = first; i < last; i++) {
+            const float v = out[i];
+            const bool finite = is_finite_value(v);
+            lo = std::min(lo, finite ? v : kInf);
+            hi = std::max(hi, finite ? v : -kInf);
+        }
     }
     *range = {lo, hi};
 }

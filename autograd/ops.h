@@ -55,8 +55,9 @@ struct FiniteMinMax {
 };
 // false for NaN and +-inf; a comparison, so loops using it vectorize.
 inline bool is_finite_value(float v) { return std::fabs(v) <= std::numeric_limits<float>::max(); }
-// out_range, when given, gets the finite min/max of the output, computed in
-// the same pass (QAT's activation observers would otherwise read it again).
+// out_range, when given, gets the finite min/max of the output, measured
+// block by block as it is written (QAT's activation observers would
+// otherwise read the whole output again).
 Tensor relu(const Tensor& x, FiniteMinMax* out_range = nullptr);
 Tensor relu6(const Tensor& x, FiniteMinMax* out_range = nullptr);
 

@@ -206,8 +206,8 @@ TEST_CASE("batch_norm with an input scale is batch_norm of scale_channels (QAT's
                     std::invalid_argument);
 }
 
-TEST_CASE("relu and relu6 measure their output's finite min/max in the same pass") {
-    for (int64_t n : {int64_t(7), int64_t(100000)}) {  // serial and parallel
+TEST_CASE("relu and relu6 measure their output's finite min/max as they write it") {
+    for (int64_t n : {int64_t(7), int64_t(100000)}) {  // serial and parallel, blocks and a partial one
         CAPTURE(n);
         Tensor x = random_tensor({n}, 41, 4.0f, 1.0f);
         x.data()[3] = std::numeric_limits<float>::quiet_NaN();
