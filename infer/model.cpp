@@ -326,7 +326,7 @@ std::span<const int8_t> Model::run_quantized(const float* images_nchw, int batch
     // The only float before the logits: quantize, then NCHW -> NHWC.
     const int channels = input_.channels;
     const int64_t pixels = int64_t(input_.height) * input_.width;
-    int8_t* nhwc = buffers_[0].data();
+    int8_t* nhwc = buffers_[size_t(values_[0].buffer)].data();
     int8_t* nchw = channels == 1 ? nhwc : input_nchw_.data();  // one channel: the layouts coincide
     quantize(images_nchw, pixels * channels * batch, float(input_.scale), input_.zero_point, nchw, input_.qmin,
              input_.qmax);
