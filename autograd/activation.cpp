@@ -37,13 +37,9 @@ void map_elements(const float* in, float* out, int64_t n, F f, FiniteMinMax* ran
         const int64_t last = std::min(n, first + kBlock);
 #pragma omp simd
         for (int64_t i = first; i < last; i++) out[i] = f(in[i]);
-#pragma omp simd reduction(min : lo) reduction(max : hi)
-        for (int64_t i = first; i < last; i++) {
-            const float v = out[i];
-            const bool finite = is_finite_value(v);
-            lo = std::min(lo, finite ? v : kInf);
-            hi = std::max(hi, finite ? v : -kInf);
-        }
+        const FiniteMinMax block = finite_min_max(out + first, last - first);
+        lo = std::min(lo, block.min);
+        hi = std::max(hi, block.max);
     }
     *range = {lo, hi};
 }

@@ -55,6 +55,22 @@ struct FiniteMinMax {
 };
 // false for NaN and +-inf; a comparison, so loops using it vectorize.
 inline bool is_finite_value(float v) { return std::fabs(v) <= std::numeric_limits<float>::max(); }
+// The finite min/max of p[0, n), on the calling thread; {+inf, -inf} when
+// there are none. (Plain selects, not std::min/max, which return references:
+// with those GCC 12 left this loop scalar and branchy.)
+inline FiniteMinMax finite_min_max(const float* p, int64_t n) {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    float lo = inf, hi = -inf;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+    for (int64_t i = 0; i < n; i++) {
+        const float v = p[i];
+        const bool ok = is_finite_value(v);
+        const float for_min = ok ? v : inf, for_max = ok ? v : -inf;
+        lo = for_min < lo ? for_min : lo;
+        hi = for_max > hi ? for_max : hi;
+    }
+    return {lo, hi};
+}
 // out_range, when given, gets the finite min/max of the output, measured
 // block by block as it is written (QAT's activation observers would
 // otherwise read the whole output again).

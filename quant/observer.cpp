@@ -12,31 +12,15 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 15;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// The finite min/max of n values, on the calling thread; {+inf, -inf} when
-// there are none. (Plain selects, not std::min/max, which return references:
-// with those GCC 12 left this loop scalar and branchy, as slow as the
-// fake-quant op itself.)
-Range finite_range_here(const float* p, int64_t n) {
-    float lo = kInf, hi = -kInf;
-#pragma omp simd reduction(min : lo) reduction(max : hi)
-    for (int64_t i = 0; i < n; i++) {
-        const float v = p[i];
-        const bool ok = is_finite_value(v);
-        const float for_min = ok ? v : kInf, for_max = ok ? v : -kInf;
-        lo = for_min < lo ? for_min : lo;
-        hi = for_max > hi ? for_max : hi;
-    }
-    return {lo, hi};
-}
-
-// The same, split between the threads when n is large. Not for use inside a
-// parallel region: libgomp starts fresh threads for a region opened inside
-// another, even one that runs on a single thread, every time.
+// The finite min/max of n values (autograd's finite_min_max), split between
+// the threads when n is large. Not for use inside a parallel region: libgomp
+// starts fresh threads for a region opened inside another, even one that
+// runs on a single thread, every time.
 Range finite_range(const float* p, int64_t n) {
     float lo = kInf, hi = -kInf;
 #pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
     for (int64_t first = 0; first < n; first += kParallelMin) {
-        const Range r = finite_range_here(p + first, std::min(kParallelMin, n - first));
+        const Range r = finite_min_max(p + first, std::min(kParallelMin, n - first));
         lo = r.min < lo ? r.min : lo;
         hi = r.max > hi ? r.max : hi;
     }
@@ -63,7 +47,7 @@ void Observer::observe(const Tensor& x) {
         for (int64_t c = 0; c < layout.channels; c++) {
             for (int64_t o = 0; o < layout.outer; o++) {
                 const float* span = x.data() + (o * layout.channels + c) * layout.inner;
-                batch.finite[c] = merge(batch.finite[c], finite_range_here(span, layout.inner));
+                batch.finite[c] = merge(batch.finite[c], finite_min_max(span, layout.inner));
             }
         }
     }
