@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     std::printf("batch %d, 1 thread, median of %d runs each, ms per call\n", batch, reps);
     std::printf("%-8s %-6s %-7s %9s %9s %8s %s\n", "in_c", "out_c", "size", "gemm", "winograd", "speedup", "chosen");
     struct Shape { int c, k, hw; };
-    for (Shape s : {Shape{16, 16, 28}, Shape{32, 32, 14}, Shape{64, 64, 7}, Shape{24, 24, 14}, Shape{48, 48, 14},
+    for (Shape s : {Shape{8, 8, 28}, Shape{16, 16, 28}, Shape{32, 32, 14}, Shape{64, 64, 7}, Shape{24, 24, 14}, Shape{48, 48, 14},
                     Shape{128, 128, 7}}) {
         Conv2dParams p;
         p.in_h = p.in_w = s.hw;

@@ -7,7 +7,7 @@
 //  - 3x3 stride 1, groups 1, with at least kWinogradMinInChannels input
 //    channels and weights that keep it inside int32 (pack_winograd3x3): exact integer Winograd
 //    F(2x2, 3x3) (qs8_winograd3x3.h) on the padded int16 input below, 16
-//    multiplies per 2x2 outputs instead of 36. Below 32 input channels its
+//    multiplies per 2x2 outputs instead of 36. Below 16 input channels its
 //    transforms cost what it saves (build/bench/conv3x3_algorithms);
 //  - anything else: the input is first sign-extended to int16 inside its
 //    padding (the input zero point), once per run; then each output pixel's

@@ -77,10 +77,16 @@ void qs8_gemm_panel_widened_scalar(const PackedGemm& g, const int16_t* const* ru
             c[r * ldc + col] = int8_t(g.requantization.apply(g.bias[size_t(col)] + dot_runs(g, runs, r, col), col));
 }
 
-void qs8_gemm_rows_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
-                                         size_t ldc) {
-    for (int r = 0; r < count; ++r)
-        for (int col = 0; col < g.n; ++col) c[r * ldc + col] = dot_runs(g, runs, r, col);
+void qs8_gemm_products_int32_scalar(const PackedGemm* gemms, int count_gemms, const int16_t* a, size_t a_gemm_stride,
+                                    size_t a_row_stride, int rows, int32_t* c, size_t c_gemm_stride, size_t ldc) {
+    for (int i = 0; i < count_gemms; ++i) {
+        const PackedGemm& g = gemms[i];
+        for (int r = 0; r < rows; ++r) {
+            const int16_t* row = a + i * a_gemm_stride + r * a_row_stride;
+            for (int col = 0; col < g.n_tiles * kGemmTileN; ++col)
+                c[i * c_gemm_stride + r * ldc + col] = col < g.n ? dot_runs(g, &row, 0, col) : 0;
+        }
+    }
 }
 
 void qs8_gemm_panel(const PackedGemm& g, const int8_t* const* rows, int count, int8_t* c, size_t ldc,
@@ -100,12 +106,12 @@ void qs8_gemm_panel_widened(const PackedGemm& g, const int16_t* const* runs, int
 #endif
 }
 
-void qs8_gemm_rows_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
-                                  size_t ldc) {
+void qs8_gemm_products_int32(const PackedGemm* gemms, int count_gemms, const int16_t* a, size_t a_gemm_stride,
+                             size_t a_row_stride, int rows, int32_t* c, size_t c_gemm_stride, size_t ldc) {
 #ifdef __AVX2__
-    qs8_gemm_rows_widened_int32_avx2(g, runs, count, c, ldc);
+    qs8_gemm_products_int32_avx2(gemms, count_gemms, a, a_gemm_stride, a_row_stride, rows, c, c_gemm_stride, ldc);
 #else
-    qs8_gemm_rows_widened_int32_scalar(g, runs, count, c, ldc);
+    qs8_gemm_products_int32_scalar(gemms, count_gemms, a, a_gemm_stride, a_row_stride, rows, c, c_gemm_stride, ldc);
 #endif
 }
 

@@ -100,17 +100,20 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
                                  size_t ldc);
 #endif
 
-// The product alone, without bias and output stage: c[r * ldc + col] for
-// col < n gets sum_k W'[col][k] * A[r][k] as int32 (the caller proves it fits).
-// Any number of rows (kGemmTileM at a time): a caller with many short rows
-// (the Winograd kernel) makes one call per weight matrix.
-void qs8_gemm_rows_widened_int32(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
-                                  size_t ldc);
-void qs8_gemm_rows_widened_int32_scalar(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
-                                         size_t ldc);
+// The products alone, without bias and output stage, of several weight
+// matrices with one panel each (the Winograd kernel's 16 tile positions): for
+// matrix i < count_gemms (segments == 1) and row r < rows (1..kGemmTileM),
+// whose 2 * k_pairs int16 start at a + i * a_gemm_stride + r * a_row_stride,
+//   c[i * c_gemm_stride + r * ldc + col] = sum_k W_i'[col][k] * A_i[r][k]
+// as int32 for every col < n_tiles * kGemmTileN (0 beyond n: c's rows must
+// have room for whole tiles). The caller proves the sums fit.
+void qs8_gemm_products_int32(const PackedGemm* gemms, int count_gemms, const int16_t* a, size_t a_gemm_stride,
+                             size_t a_row_stride, int rows, int32_t* c, size_t c_gemm_stride, size_t ldc);
+void qs8_gemm_products_int32_scalar(const PackedGemm* gemms, int count_gemms, const int16_t* a, size_t a_gemm_stride,
+                                    size_t a_row_stride, int rows, int32_t* c, size_t c_gemm_stride, size_t ldc);
 #ifdef __AVX2__
-void qs8_gemm_rows_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
-                                       size_t ldc);
+void qs8_gemm_products_int32_avx2(const PackedGemm* gemms, int count_gemms, const int16_t* a, size_t a_gemm_stride,
+                                  size_t a_row_stride, int rows, int32_t* c, size_t c_gemm_stride, size_t ldc);
 #endif
 
 }  // namespace qf::infer

@@ -48,6 +48,34 @@ void qs8_gemm_panel_avx2(const PackedGemm& g, const int8_t* const* rows, int cou
 // the registers makes it load each once.
 static inline void keep_in_register(__m256i& a, __m256i& b) { asm("" : "+x"(a), "+x"(b)); }
 
+// The 4 x 16 register tile: int32 accumulators of rows 0-3, channels 0-7
+// (lo) and 8-15 (hi), as named members so that they stay in registers.
+struct Tile4x16 {
+    __m256i r0lo = _mm256_setzero_si256(), r0hi = _mm256_setzero_si256();
+    __m256i r1lo = _mm256_setzero_si256(), r1hi = _mm256_setzero_si256();
+    __m256i r2lo = _mm256_setzero_si256(), r2hi = _mm256_setzero_si256();
+    __m256i r3lo = _mm256_setzero_si256(), r3hi = _mm256_setzero_si256();
+
+    // Adds one k pair: w its 16 channels' weights [16][2], a0..a3 the pair of each row.
+    void add_pair(const int16_t* w, const int16_t* a0, const int16_t* a1, const int16_t* a2, const int16_t* a3) {
+        __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));       // channels 0-7
+        __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));  // channels 8-15
+        keep_in_register(w0, w1);
+        __m256i a = broadcast_pair(a0);
+        r0lo = _mm256_add_epi32(r0lo, _mm256_madd_epi16(a, w0));
+        r0hi = _mm256_add_epi32(r0hi, _mm256_madd_epi16(a, w1));
+        a = broadcast_pair(a1);
+        r1lo = _mm256_add_epi32(r1lo, _mm256_madd_epi16(a, w0));
+        r1hi = _mm256_add_epi32(r1hi, _mm256_madd_epi16(a, w1));
+        a = broadcast_pair(a2);
+        r2lo = _mm256_add_epi32(r2lo, _mm256_madd_epi16(a, w0));
+        r2hi = _mm256_add_epi32(r2hi, _mm256_madd_epi16(a, w1));
+        a = broadcast_pair(a3);
+        r3lo = _mm256_add_epi32(r3lo, _mm256_madd_epi16(a, w0));
+        r3hi = _mm256_add_epi32(r3hi, _mm256_madd_epi16(a, w1));
+    }
+};
+
 // Runs the 4 x 16 tile over every tile of channels and hands each tile's
 // accumulators (row r, channels 0-7 and 8-15) to finish(tile, acc).
 template <class Finish>
@@ -60,31 +88,13 @@ static inline void for_each_tile(const PackedGemm& g, const int16_t* const* runs
     const int16_t* const* row3 = runs + (count > 3 ? 3 : 0) * segments;
     for (int tile = 0; tile < g.n_tiles; ++tile) {
         const int16_t* w = g.weights.data() + size_t(tile) * g.k_pairs * kGemmTileN * 2;
-        __m256i acc00 = _mm256_setzero_si256(), acc01 = _mm256_setzero_si256();
-        __m256i acc10 = _mm256_setzero_si256(), acc11 = _mm256_setzero_si256();
-        __m256i acc20 = _mm256_setzero_si256(), acc21 = _mm256_setzero_si256();
-        __m256i acc30 = _mm256_setzero_si256(), acc31 = _mm256_setzero_si256();
+        Tile4x16 t;
         for (int s = 0; s < segments; ++s) {
             const int16_t *a0 = row0[s], *a1 = row1[s], *a2 = row2[s], *a3 = row3[s];
-            for (int p = 0; p < g.segment_pairs; ++p, w += kGemmTileN * 2) {
-                __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));       // channels 0-7
-                __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));  // channels 8-15
-                keep_in_register(w0, w1);
-                __m256i a = broadcast_pair(a0 + 2 * p);
-                acc00 = _mm256_add_epi32(acc00, _mm256_madd_epi16(a, w0));
-                acc01 = _mm256_add_epi32(acc01, _mm256_madd_epi16(a, w1));
-                a = broadcast_pair(a1 + 2 * p);
-                acc10 = _mm256_add_epi32(acc10, _mm256_madd_epi16(a, w0));
-                acc11 = _mm256_add_epi32(acc11, _mm256_madd_epi16(a, w1));
-                a = broadcast_pair(a2 + 2 * p);
-                acc20 = _mm256_add_epi32(acc20, _mm256_madd_epi16(a, w0));
-                acc21 = _mm256_add_epi32(acc21, _mm256_madd_epi16(a, w1));
-                a = broadcast_pair(a3 + 2 * p);
-                acc30 = _mm256_add_epi32(acc30, _mm256_madd_epi16(a, w0));
-                acc31 = _mm256_add_epi32(acc31, _mm256_madd_epi16(a, w1));
-            }
+            for (int p = 0; p < g.segment_pairs; ++p, w += kGemmTileN * 2)
+                t.add_pair(w, a0 + 2 * p, a1 + 2 * p, a2 + 2 * p, a3 + 2 * p);
         }
-        const __m256i acc[kGemmTileM][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21}, {acc30, acc31}};
+        const __m256i acc[kGemmTileM][2] = {{t.r0lo, t.r0hi}, {t.r1lo, t.r1hi}, {t.r2lo, t.r2hi}, {t.r3lo, t.r3hi}};
         finish(tile, acc);
     }
 }
@@ -113,26 +123,33 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
     });
 }
 
-void qs8_gemm_rows_widened_int32_avx2(const PackedGemm& g, const int16_t* const* runs, int count, int32_t* c,
-                                      size_t ldc) {
-    for (int first = 0; first < count; first += kGemmTileM, runs += kGemmTileM * g.segments, c += kGemmTileM * ldc) {
-        const int rows = count - first < kGemmTileM ? count - first : kGemmTileM;
-        for_each_tile(g, runs, rows, [&](int tile, const __m256i (&acc)[kGemmTileM][2]) {
-            const int col = tile * kGemmTileN;
-            const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
-            for (int r = 0; r < rows; ++r) {
-                int32_t* dst = c + r * ldc + col;
-                if (cols == kGemmTileN) {
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), acc[r][0]);
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), acc[r][1]);
-                } else {
-                    int32_t tmp[kGemmTileN];
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp), acc[r][0]);
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp + 8), acc[r][1]);
-                    std::memcpy(dst, tmp, sizeof(int32_t) * size_t(cols));
-                }
-            }
-        });
+void qs8_gemm_products_int32_avx2(const PackedGemm* gemms, int count_gemms, const int16_t* a, size_t a_gemm_stride,
+                                  size_t a_row_stride, int rows, int32_t* c, size_t c_gemm_stride, size_t ldc) {
+    // One call for all the matrices, and the tiles stored straight from their
+    // registers: with the Winograd kernel's short rows (k = in_c) a call per
+    // matrix cost as much again as its multiply-adds (callgrind).
+    for (int i = 0; i < count_gemms; ++i, a += a_gemm_stride, c += c_gemm_stride) {
+        const PackedGemm& g = gemms[i];
+        // Missing rows of a short panel repeat row 0: computed, never stored.
+        const int16_t* a0 = a;
+        const int16_t* a1 = a + (rows > 1 ? 1 : 0) * a_row_stride;
+        const int16_t* a2 = a + (rows > 2 ? 2 : 0) * a_row_stride;
+        const int16_t* a3 = a + (rows > 3 ? 3 : 0) * a_row_stride;
+        const int16_t* w = g.weights.data();
+        for (int tile = 0; tile < g.n_tiles; ++tile) {
+            Tile4x16 t;
+            for (int p = 0; p < g.k_pairs; ++p, w += kGemmTileN * 2)
+                t.add_pair(w, a0 + 2 * p, a1 + 2 * p, a2 + 2 * p, a3 + 2 * p);
+            int32_t* dst = c + tile * kGemmTileN;
+            auto store_row = [&](int r, __m256i lo, __m256i hi) {
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + r * ldc), lo);
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + r * ldc + 8), hi);
+            };
+            store_row(0, t.r0lo, t.r0hi);
+            if (rows > 1) store_row(1, t.r1lo, t.r1hi);
+            if (rows > 2) store_row(2, t.r2lo, t.r2hi);
+            if (rows > 3) store_row(3, t.r3lo, t.r3hi);
+        }
     }
 }
 

@@ -257,15 +257,9 @@ void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int16_t* padded, s
             for (int pos = 0; pos < kWinogradPositions; ++pos) v[pos * v_stride + size_t(p.in_c)] = 0;
     }
     const size_t m_stride = size_t(kWinogradTiles) * wg.out_c_padded;
-    for (int pos = 0; pos < kWinogradPositions; ++pos) {
-        const int16_t* rows[kWinogradTiles];
-        for (int r = 0; r < count; ++r) rows[r] = scratch.v.data() + pos * v_stride + size_t(r) * wg.in_c_padded;
-        int32_t* m = scratch.m.data() + pos * m_stride;
-        if (use_simd)
-            qs8_gemm_rows_widened_int32(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
-        else
-            qs8_gemm_rows_widened_int32_scalar(wg.positions[size_t(pos)], rows, count, m, size_t(wg.out_c_padded));
-    }
+    (use_simd ? qs8_gemm_products_int32 : qs8_gemm_products_int32_scalar)(
+        wg.positions.data(), kWinogradPositions, scratch.v.data(), v_stride, size_t(wg.in_c_padded), count,
+        scratch.m.data(), m_stride, size_t(wg.out_c_padded));
 #ifdef __AVX2__
     if (use_simd) {
         finish_tiles_avx2(wg, scratch.m.data(), tiles, count, output);

@@ -23,7 +23,7 @@
 // bias exactly as there (qs8_gemm.h's expanded formula).
 //
 // Per panel of kWinogradTiles tiles: transform the input tiles (V, int16),
-// run the GEMM kernel once per tile position (16 products of
+// run the GEMM kernel on all 16 tile positions in one call (16 products of
 // kWinogradTiles x in_c by in_c x out_c, int32 out), then the output
 // transform, bias and requantization, 16 channels at a time (8 at the end).
 #pragma once
@@ -44,7 +44,7 @@ namespace qf::infer {
 // (bench/conv3x3_algorithms), so a panel is one GEMM row tile.
 constexpr int kWinogradTiles = kGemmTileM;
 constexpr int kWinogradPositions = 16;      // 4 x 4 tile positions
-constexpr int kWinogradMinInChannels = 32;  // below, the GEMM is as fast (conv2d.h)
+constexpr int kWinogradMinInChannels = 16;  // below, the GEMM is faster (conv2d.h)
 
 struct PackedWinograd3x3 {
     Conv2dParams params;
