@@ -152,9 +152,11 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
 
     // The padded input lives on the calling thread between calls: one buffer
     // for every layer, grown to the largest.
+    // (Pointwise and Winograd convolutions read the int8 input directly.)
     static thread_local std::vector<int16_t> padded_buffer;
+    const bool widened = !pointwise && !winograd;
     const size_t padded_image = size_t(p.padded_h()) * p.padded_w() * p.in_c;
-    if (!pointwise) padded_buffer.resize(std::max(padded_buffer.size(), batch * padded_image + 1));
+    if (widened) padded_buffer.resize(std::max(padded_buffer.size(), batch * padded_image + 1));
     int16_t* padded = padded_buffer.data();  // thread_local: only this pointer is shared
     const int segments = int(window_runs_.size());
     // Where an output pixel's window starts in the padded input: computed
@@ -167,12 +169,12 @@ void Conv2d::run_gemm(int batch, const int8_t* input, int8_t* output, bool use_s
     {
         std::vector<int16_t> scratch(pointwise ? gemm_scratch_size(groups_[0]) : 0);
         std::vector<const int16_t*> runs(size_t(kGemmTileM) * segments);
-        if (!pointwise) widen_padded(p, batch, input, padded, use_simd);  // ends in a barrier
+        if (widened) widen_padded(p, batch, input, padded, use_simd);  // ends in a barrier
         if (winograd) {
             WinogradScratch winograd_scratch(winograd_);
 #pragma omp for schedule(static)
             for (int64_t first = 0; first < tiles; first += kWinogradTiles)
-                qs8_winograd3x3_panel(winograd_, padded, size_t(first),
+                qs8_winograd3x3_panel(winograd_, input, size_t(first),
                                       int(std::min<int64_t>(kWinogradTiles, tiles - first)), output, winograd_scratch,
                                       use_simd);
         } else {

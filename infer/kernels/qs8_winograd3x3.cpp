@@ -71,7 +71,7 @@ std::optional<PackedWinograd3x3> pack_winograd3x3(const Conv2dParams& p, const i
 
 WinogradScratch::WinogradScratch(const PackedWinograd3x3& wg)
     : v(size_t(kWinogradPositions) * kWinogradTiles * wg.in_c_padded),
-      zero_point_row(size_t(wg.in_c_padded), int16_t(wg.params.input_zero_point)),
+      zero_point_pixel(size_t(wg.params.in_c), int8_t(wg.params.input_zero_point)),
       m(size_t(kWinogradPositions) * kWinogradTiles * wg.out_c_padded) {}
 
 namespace {
@@ -120,7 +120,8 @@ inline void transform_input_block(Load load, Store store, Add add, Sub sub) {
     }
 }
 
-// d(i, j): where the input tile's row i, column j starts (channels contiguous).
+// d(i, j): the int8 pixel (channels contiguous) at the input tile's row i,
+// column j; sign-extended to int16 as it is loaded.
 template <class TileInput>
 void transform_input(TileInput d, int channels, int16_t* v, size_t stride, bool use_simd) {
     int c = 0;
@@ -128,14 +129,16 @@ void transform_input(TileInput d, int channels, int16_t* v, size_t stride, bool 
     if (use_simd)
         for (; c + 16 <= channels; c += 16)
             transform_input_block<__m256i>(
-                [&](int i, int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d(i, j) + c)); },
+                [&](int i, int j) {
+                    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d(i, j) + c)));
+                },
                 [&](int pos, __m256i x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(v + pos * stride + c), x); },
                 _mm256_add_epi16, _mm256_sub_epi16);
 #else
     (void)use_simd;
 #endif
     for (; c < channels; ++c)
-        transform_input_block<int16_t>([&](int i, int j) { return d(i, j)[c]; },
+        transform_input_block<int16_t>([&](int i, int j) { return int16_t(d(i, j)[c]); },
                                        [&](int pos, int16_t x) { v[pos * stride + c] = x; },
                                        [](int16_t a, int16_t b) { return int16_t(a + b); },
                                        [](int16_t a, int16_t b) { return int16_t(a - b); });
@@ -227,31 +230,36 @@ void finish_tiles_avx2(const PackedWinograd3x3& wg, const int32_t* m, const Tile
 
 }  // namespace
 
-void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int16_t* padded, size_t first, int count,
+void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int8_t* input, size_t first, int count,
                            int8_t* output, WinogradScratch& scratch, bool use_simd) {
     const Conv2dParams& p = wg.params;
-    const int padded_h = p.padded_h(), padded_w = p.padded_w();
-    const size_t padded_image = size_t(padded_h) * padded_w * p.in_c;
+    const size_t row_stride = size_t(p.in_w) * p.in_c, image = size_t(p.in_h) * row_stride;
     const size_t v_stride = size_t(kWinogradTiles) * wg.in_c_padded;
     Tile tiles[kWinogradTiles];
     tiles[0] = Tile(wg, first);
     for (int r = 1; r < count; ++r) tiles[r] = tiles[r - 1].next(wg);
     for (int r = 0; r < count; ++r) {
         const Tile& tile = tiles[r];
-        // The 4 x 4 input tile in padded coordinates starts at (oy, ox) (stride 1);
-        // an odd output size's last tile reads one row or column past it.
-        const int16_t* corner = padded + tile.b * padded_image + (size_t(tile.oy) * padded_w + size_t(tile.ox)) * p.in_c;
-        const size_t row_stride = size_t(padded_w) * p.in_c;
+        // The 4 x 4 input tile starts at input row y0, column x0 (stride 1);
+        // where it reaches into the padding (or, for an odd output size's
+        // last tile, one past it) it reads a pixel of input zero points.
+        const int y0 = tile.oy - p.pad_top, x0 = tile.ox - p.pad_left;
+        const int8_t* corner = input + tile.b * image;
         int16_t* v = scratch.v.data() + size_t(r) * wg.in_c_padded;
-        if (tile.oy + 4 <= padded_h && tile.ox + 4 <= padded_w) {
+        if (y0 >= 0 && y0 + 4 <= p.in_h && x0 >= 0 && x0 + 4 <= p.in_w) {
+            corner += size_t(y0) * row_stride + size_t(x0) * p.in_c;
             transform_input([&](int i, int j) { return corner + i * row_stride + size_t(j) * p.in_c; }, p.in_c, v,
                             v_stride, use_simd);
         } else {
-            auto d = [&](int i, int j) {
-                return tile.oy + i < padded_h && tile.ox + j < padded_w ? corner + i * row_stride + size_t(j) * p.in_c
-                                                                        : scratch.zero_point_row.data();
-            };
-            transform_input(d, p.in_c, v, v_stride, use_simd);
+            const int8_t* pixel[4][4];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) {
+                    const int y = y0 + i, x = x0 + j;
+                    pixel[i][j] = y >= 0 && y < p.in_h && x >= 0 && x < p.in_w
+                                      ? corner + size_t(y) * row_stride + size_t(x) * p.in_c
+                                      : scratch.zero_point_pixel.data();
+                }
+            transform_input([&](int i, int j) { return pixel[i][j]; }, p.in_c, v, v_stride, use_simd);
         }
         if (wg.in_c_padded > p.in_c)
             for (int pos = 0; pos < kWinogradPositions; ++pos) v[pos * v_stride + size_t(p.in_c)] = 0;

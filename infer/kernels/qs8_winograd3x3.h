@@ -18,9 +18,11 @@
 //    checks per output channel that sum_positions sum_c |U| * 512 fits int32
 //    (pack_winograd3x3); every intermediate is bounded by it. Layers whose
 //    weights fail the check run on the GEMM instead.
-// The input is the int16 padded buffer of the GEMM path (conv2d.cpp): raw
-// values, padding = the input zero point, so the zero points fold into the
-// bias exactly as there (qs8_gemm.h's expanded formula).
+// The input tiles are read from the int8 input and sign-extended as they are
+// loaded (the GEMM path's padded int16 copy, conv2d.cpp, would cost a pass
+// over the input); positions in the padding read the input zero point, so
+// the zero points fold into the bias exactly as on the GEMM path (qs8_gemm.h's
+// expanded formula).
 //
 // Per panel of kWinogradTiles tiles: transform the input tiles (V, int16),
 // run the GEMM kernel on all 16 tile positions in one call (16 products of
@@ -70,19 +72,19 @@ std::optional<PackedWinograd3x3> pack_winograd3x3(const Conv2dParams& p, const i
 
 // What one thread works in: the transformed input tiles V
 // [position][tile][in_c_padded], the products M [position][tile][out_c_padded],
-// and a row of input zero points for reads past the padded input (the last
-// tile of an odd output size).
+// and a pixel of input zero points for the tile positions outside the input
+// (the padding, and one past it for the last tile of an odd output size).
 struct WinogradScratch {
-    std::vector<int16_t> v, zero_point_row;
+    std::vector<int16_t> v;
+    std::vector<int8_t> zero_point_pixel;
     std::vector<int32_t> m;
     explicit WinogradScratch(const PackedWinograd3x3& wg);
 };
 
 // Tiles [first, first + count) (count <= kWinogradTiles, counted over batch x
-// tiles_h x tiles_w) from `padded` (the GEMM path's padded int16 input,
-// [batch][padded_h][padded_w][in_c]) into `output` (NHWC int8). use_simd
-// false runs the portable kernels (tests).
-void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int16_t* padded, size_t first, int count,
+// tiles_h x tiles_w) from `input` (NHWC int8, unpadded) into `output` (NHWC
+// int8). use_simd false runs the portable kernels (tests).
+void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int8_t* input, size_t first, int count,
                            int8_t* output, WinogradScratch& scratch, bool use_simd);
 
 }  // namespace qf::infer
