@@ -105,8 +105,8 @@ void qs8_gemm_panel_widened_avx2(const PackedGemm& g, const int16_t* const* runs
         const int col = tile * kGemmTileN;
         const __m256i bias0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias.data() + col));
         const __m256i bias1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias.data() + col + 8));
-        const avx2::RequantizeLanes q0 = g.requantization.lanes(col);
-        const avx2::RequantizeLanes q1 = g.requantization.lanes(col + 8);
+        const avx2::RequantizeLanes& q0 = g.requantization.lanes(col);
+        const avx2::RequantizeLanes& q1 = g.requantization.lanes(col + 8);
         const int cols = g.n - col < kGemmTileN ? g.n - col : kGemmTileN;
         for (int r = 0; r < count; ++r) {
             const __m128i out = avx2::requantize_to_int8x16(_mm256_add_epi32(acc[r][0], bias0),

@@ -200,7 +200,8 @@ void finish_tiles_avx2(const PackedWinograd3x3& wg, const int32_t* m, const Tile
     };
     int o = 0;
     for (; o + 16 <= p.out_c; o += 16) {
-        const avx2::RequantizeLanes q0 = wg.requantization.lanes(o), q1 = wg.requantization.lanes(o + 8);
+        const avx2::RequantizeLanes& q0 = wg.requantization.lanes(o);
+        const avx2::RequantizeLanes& q1 = wg.requantization.lanes(o + 8);
         for (int r = 0; r < count; ++r) {
             __m256i y0[2][2], y1[2][2];
             tile_output(r, o, y0);
@@ -212,7 +213,7 @@ void finish_tiles_avx2(const PackedWinograd3x3& wg, const int32_t* m, const Tile
         }
     }
     for (; o < p.out_c; o += 8) {
-        const avx2::RequantizeLanes q = wg.requantization.lanes(o);
+        const avx2::RequantizeLanes& q = wg.requantization.lanes(o);
         const int channels = p.out_c - o < 8 ? p.out_c - o : 8;
         for (int r = 0; r < count; ++r) {
             __m256i y[2][2];
