@@ -65,13 +65,14 @@ std::optional<PackedWinograd3x3> pack_winograd3x3(const Conv2dParams& p, const i
     wg.out_c_padded = wg.positions[0].n_tiles * kGemmTileN;
     wg.bias.assign(size_t(wg.out_c_padded), 0);
     std::copy(centered.folded_bias.begin(), centered.folded_bias.end(), wg.bias.begin());
+    // The padding, and one past it for the last tile of an odd output size.
+    wg.padding_pixel.assign(size_t(p.in_c), int8_t(p.input_zero_point));
     wg.requantization = ChannelRequantization(p.multipliers, p.out_c, wg.out_c_padded, p.output);
     return wg;
 }
 
 WinogradScratch::WinogradScratch(const PackedWinograd3x3& wg)
     : v(size_t(kWinogradPositions) * kWinogradTiles * wg.in_c_padded),
-      zero_point_pixel(size_t(wg.params.in_c), int8_t(wg.params.input_zero_point)),
       m(size_t(kWinogradPositions) * kWinogradTiles * wg.out_c_padded) {}
 
 namespace {
@@ -258,7 +259,7 @@ void qs8_winograd3x3_panel(const PackedWinograd3x3& wg, const int8_t* input, siz
                     const int y = y0 + i, x = x0 + j;
                     pixel[i][j] = y >= 0 && y < p.in_h && x >= 0 && x < p.in_w
                                       ? corner + size_t(y) * row_stride + size_t(x) * p.in_c
-                                      : scratch.zero_point_pixel.data();
+                                      : wg.padding_pixel.data();
                 }
             transform_input([&](int i, int j) { return pixel[i][j]; }, p.in_c, v, v_stride, use_simd);
         }

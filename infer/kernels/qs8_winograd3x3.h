@@ -56,6 +56,7 @@ struct PackedWinograd3x3 {
     int out_c_padded = 0;                                     // out_c rounded up to whole GEMM tiles
     std::array<PackedGemm, kWinogradPositions> positions;    // U at each position: [out_c][in_c]
     std::vector<int32_t> bias;                                // [out_c_padded]: bias - zx * sum (W - zw)
+    std::vector<int8_t> padding_pixel;                        // in_c values of zx: what positions outside the input read
     ChannelRequantization requantization;
 
     size_t tiles(int batch) const { return size_t(batch) * tiles_h * tiles_w; }
@@ -71,12 +72,9 @@ std::optional<PackedWinograd3x3> pack_winograd3x3(const Conv2dParams& p, const i
                                                   const int32_t* bias);
 
 // What one thread works in: the transformed input tiles V
-// [position][tile][in_c_padded], the products M [position][tile][out_c_padded],
-// and a pixel of input zero points for the tile positions outside the input
-// (the padding, and one past it for the last tile of an odd output size).
+// [position][tile][in_c_padded] and the products M [position][tile][out_c_padded].
 struct WinogradScratch {
     std::vector<int16_t> v;
-    std::vector<int8_t> zero_point_pixel;
     std::vector<int32_t> m;
     explicit WinogradScratch(const PackedWinograd3x3& wg);
 };
